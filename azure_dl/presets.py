@@ -1,0 +1,95 @@
+"""The two shipped scenarios (ResNet image classification, LSTM text classification) and their defaults, as data.
+
+Everything a preset decides lives here: the module the job runs, the default VM size and run length, the small
+"local profile" used by `--local` on a laptop CPU, the synthetic data used when no --data is given, and the sweep
+defaults. The training scripts' flags are the contract (see training_scripts/train_*.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from azure_dl.errors import SpecError
+
+DEFAULT_GPU_VM_SIZE = "Standard_NC4as_T4_v3"
+DEFAULT_CPU_VM_SIZE = "Standard_D4s_v3"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    module: str  # run as `python -m MODULE` from the snapshot root
+    description: str
+    data_kind: str  # "uri_folder" (a folder of class subfolders) or "uri_file" (a CSV/JSONL file)
+    synth: str  # which synthetic data `--local` and a data-less submit generate: "images" or "text"
+    default_vm_size: str = DEFAULT_GPU_VM_SIZE
+    max_hours: float = 2.0
+    local_args: tuple[str, ...] = ()  # tuned for a 2-core laptop CPU; appended before the user's script flags
+    cloud_args: tuple[str, ...] = ()  # defaults for Azure runs, before the user's script flags
+    search_space: dict[str, str] = field(default_factory=dict)  # flag name -> expression, e.g. "loguniform(1e-5, 1e-2)"
+    primary_metric: str = "val_macro_f1"
+    goal: str = "maximize"
+    sweep_max_trials: int = 8
+    sweep_max_concurrent: int = 2
+
+    @property
+    def experiment(self) -> str:
+        return f"azure-dl-{self.name}"
+
+
+PRESETS: dict[str, Preset] = {
+    "resnet": Preset(
+        name="resnet",
+        module="training_scripts.train_resnet",
+        description="ResNet image classifier (a folder with one subfolder per class)",
+        data_kind="uri_folder",
+        synth="images",
+        local_args=(
+            "--arch",
+            "resnet18",
+            "--image-size",
+            "64",
+            "--pretrained",
+            "none",
+            "--epochs",
+            "5",
+            "--batch-size",
+            "16",
+            "--num-workers",
+            "0",
+        ),
+        search_space={"lr": "loguniform(1e-5, 1e-2)", "batch_size": "choice(16, 32, 64)"},
+    ),
+    "lstm": Preset(
+        name="lstm",
+        module="training_scripts.train_lstm",
+        description="LSTM text classifier (a CSV or JSONL file with text and label columns)",
+        data_kind="uri_file",
+        synth="text",
+        local_args=(
+            "--seq-len",
+            "64",
+            "--embed-dim",
+            "32",
+            "--hidden-size",
+            "32",
+            "--epochs",
+            "5",
+            "--batch-size",
+            "32",
+            "--num-workers",
+            "0",
+        ),
+        search_space={"lr": "loguniform(1e-4, 1e-2)", "batch_size": "choice(32, 64, 128)"},
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SpecError(
+            f"unknown preset {name!r}",
+            hint=f"use one of {', '.join(sorted(PRESETS))}, or give a path to your own script (e.g. train.py)",
+        ) from None
