@@ -1,0 +1,338 @@
+"""Image folders (one subfolder per class) for the ResNet: scanning, broken-file handling, train/eval transforms.
+
+Broken images never crash a run, and every one is counted, in two layers:
+
+1. `scan_image_folder` checks every file up front in a thread pool and leaves out the ones that cannot be
+   decoded, reporting them in `ImageFolderIndex.skipped` as (path, reason). The default "quick" check reads
+   headers, verifies PNG chunk checksums (which also catches truncation), checks that a JPEG ends with its
+   end-of-image marker (decoding it fully only when it does not), and fully decodes anything else. On 2 shared
+   cores it costs about 0.1-2 ms per file (1 MB JPEG / 2 MB 16-bit PNG X-rays), so ~5000 X-rays scan in
+   seconds; check="full" decodes every file exactly as training will (about 9 ms per 1 MB JPEG), and
+   check="none" only lists files.
+2. A file that passes the scan and still fails to decode in `ImageDataset.__getitem__` (say, a PNG with a
+   corrupt compressed stream but valid checksums) is replaced by the next sample that decodes, so batch shapes
+   stay fixed and no fit loop needs an empty-batch case. Its index is flagged in a shared-memory tensor that
+   DataLoader worker processes write and the caller reads with `ImageDataset.failed_samples()` (per process;
+   with DDP each rank counts its own shard).
+
+Evaluation uses exactly `preprocess.open_image` + `preprocess.image_to_array`, the scoring scripts' code, so
+validation metrics are bit-identical to what the served model computes. Training augmentation is written with
+PIL + numpy + torch (torchvision does not install here) and draws from torch's RNG, so DataLoader worker
+seeding makes it reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from training_scripts.preprocess import (
+    IMAGE_EXTENSIONS,
+    ImageDecodeError,
+    ImagePreprocessConfig,
+    ImageSource,
+    image_to_array,
+    is_image_file,
+    normalize_image,
+    open_image,
+)
+from training_scripts.splits import DatasetError
+
+ScanCheck = Literal["quick", "full", "none"]
+
+# Milder than torchvision's (0.08, 1.0): a chest X-ray's finding can sit in a small part of the lung fields,
+# and an 8% crop often contains none of it, which turns a positive image into a mislabelled crop.
+DEFAULT_CROP_SCALE = (0.5, 1.0)
+DEFAULT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+# Folders that are never classes: hidden ones (.ipynb_checkpoints, .DS_Store's siblings) and macOS zip debris.
+_NOT_CLASS_DIRS = frozenset({"__MACOSX"})
+_JPEG_END = b"\xff\xd9"
+
+
+@dataclass
+class ImageFolderIndex:
+    """The usable images as (path, class index), class names in index order, and what was left out and why."""
+
+    samples: list[tuple[Path, int]]
+    classes: list[str]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.classes, 0)
+        for _, label in self.samples:
+            counts[self.classes[label]] += 1
+        return counts
+
+    def summary(self) -> str:
+        """One line for logs, e.g. "5216 images in 2 classes (NORMAL 1341, PNEUMONIA 3875); skipped 2 unreadable"."""
+        counts = ", ".join(f"{name} {count}" for name, count in self.class_counts().items())
+        text = f"{len(self.samples)} images in {len(self.classes)} classes ({counts})"
+        if self.skipped:
+            text += f"; skipped {len(self.skipped)} unreadable file(s), first: {self.skipped[0][0]}"
+        return text
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _list_images(class_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) under class_dir, recursively, hidden files and folders left out."""
+    images: list[Path] = []
+    others: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames[:] = sorted(name for name in dirnames if not _is_hidden(name))
+        for name in sorted(filenames):
+            if _is_hidden(name):
+                continue
+            path = Path(dirpath, name)
+            (images if is_image_file(name) else others).append(path)
+    return images, others
+
+
+def check_image_file(path: Path, check: ScanCheck = "quick", max_pixels: int | None = None) -> str | None:
+    """None when the file looks decodable, else the reason it is not (see the module docstring)."""
+    if check == "none":
+        return None
+    try:
+        if check == "full":
+            open_image(path, max_pixels=max_pixels)
+            return None
+        with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                return f"image is {width}x{height} pixels, more than the limit of {max_pixels}"
+            image_format = img.format
+            if image_format == "PNG":
+                img.verify()
+                return None
+        if image_format == "JPEG" and _ends_with_jpeg_marker(path):
+            return None
+        # Anything else, or a JPEG without its end marker (truncated, or trailing bytes after a complete
+        # image): decode it fully to decide.
+        open_image(path, max_pixels=max_pixels)
+        return None
+    except ImageDecodeError as exc:
+        return str(exc)
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL raises many types for broken files (see preprocess.open_image)
+        return f"cannot decode image {path}: {type(exc).__name__}: {exc}"
+
+
+def _ends_with_jpeg_marker(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 64))
+        tail = handle.read()
+    return tail.rstrip(b"\x00\r\n ").endswith(_JPEG_END)
+
+
+def scan_image_folder(
+    root: str | os.PathLike[str],
+    *,
+    check: ScanCheck = "quick",
+    max_pixels: int | None = None,
+    workers: int | None = None,
+) -> ImageFolderIndex:
+    """Index ROOT/<class>/**/<image> like torchvision's ImageFolder, leaving out files that cannot be decoded.
+
+    Classes are the non-hidden subfolder names, sorted (torchvision's order, so class indices match). Files
+    with extensions other than IMAGE_EXTENSIONS (any letter case) and hidden files are ignored; broken images
+    are listed in `skipped`. Raises DatasetError, naming the folder and the expected layout, when ROOT does
+    not exist, has no class subfolders, has a single class, has no usable image at all, or has a class folder
+    with no usable image.
+    """
+    root = Path(root)
+    layout = f"expected one subfolder per class, e.g. {root}/normal/001.png and {root}/pneumonia/002.png"
+    if not root.exists():
+        raise DatasetError(f"image folder {root} does not exist; {layout}")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is a file, not a folder; {layout}")
+    classes = sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if entry.is_dir() and not _is_hidden(entry.name) and entry.name not in _NOT_CLASS_DIRS
+    )
+    if not classes:
+        loose = sum(1 for entry in os.scandir(root) if entry.is_file() and is_image_file(entry.name))
+        found = f"found {loose} image(s) directly in {root} but no class subfolders" if loose else "found no subfolders"
+        raise DatasetError(f"{found}; {layout}")
+    if len(classes) == 1:
+        raise DatasetError(f"{root} has only one class folder ({classes[0]!r}); a classifier needs at least two")
+
+    candidates: list[tuple[Path, int]] = []
+    other_files: dict[str, list[Path]] = {}
+    for label, name in enumerate(classes):
+        images, others = _list_images(root / name)
+        candidates.extend((path, label) for path in images)
+        other_files[name] = others
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = list(pool.map(lambda item: check_image_file(item[0], check, max_pixels), candidates))
+    samples = [item for item, problem in zip(candidates, problems) if problem is None]
+    skipped = [(item[0], problem) for item, problem in zip(candidates, problems) if problem is not None]
+    broken_per_class = [0] * len(classes)
+    for (_, label), problem in zip(candidates, problems):
+        broken_per_class[label] += problem is not None
+    index = ImageFolderIndex(samples=samples, classes=classes, skipped=skipped)
+
+    counts = index.class_counts()
+    empty = [name for name in classes if counts[name] == 0]
+    if empty:
+        details = []
+        for name in empty:
+            broken = broken_per_class[classes.index(name)]
+            suffixes = sorted({path.suffix.lower() or "(none)" for path in other_files[name]})
+            parts = [f"{broken} unreadable image(s)"] if broken else []
+            if other_files[name]:
+                parts.append(f"{len(other_files[name])} file(s) with other extensions: {', '.join(suffixes[:5])}")
+            details.append(f"{name!r} ({'; '.join(parts) or 'empty'})")
+        allowed = ", ".join(sorted(IMAGE_EXTENSIONS))
+        what = "no usable images at all" if len(empty) == len(classes) else "class folder(s) with no usable image"
+        raise DatasetError(f"{root}: {what}: {', '.join(details)}; images need one of the extensions {allowed}")
+    return index
+
+
+# ------------------------------------------------------------------------------------------------ transforms
+
+
+class EvalTransform:
+    """Path or bytes -> float32 tensor [3, H, W], exactly the scoring scripts' preprocessing."""
+
+    def __init__(self, cfg: ImagePreprocessConfig, max_pixels: int | None = None) -> None:
+        self.cfg = cfg
+        self.max_pixels = max_pixels
+
+    def __call__(self, source: ImageSource) -> torch.Tensor:
+        return torch.from_numpy(image_to_array(open_image(source, max_pixels=self.max_pixels), self.cfg))
+
+
+def eval_transform(cfg: ImagePreprocessConfig, max_pixels: int | None = None) -> EvalTransform:
+    return EvalTransform(cfg, max_pixels)
+
+
+def random_resized_crop_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params on torch's RNG, as a PIL box (left, top, right, bottom)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1]).item())
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,)).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,)).item())
+            return left, top, left + w, top + h
+    # Fallback, as torchvision: the largest central crop within the ratio range.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    top, left = (height - h) // 2, (width - w) // 2
+    return left, top, left + w, top + h
+
+
+class TrainTransform:
+    """Path -> augmented float32 tensor [3, S, S]: random resized crop, horizontal flip, normalisation.
+
+    Defaults: crop area scale DEFAULT_CROP_SCALE (milder than torchvision's, see above), aspect ratio 3/4..4/3,
+    flip probability 0.5. All randomness comes from torch's RNG.
+    """
+
+    def __init__(
+        self,
+        cfg: ImagePreprocessConfig,
+        scale: tuple[float, float] = DEFAULT_CROP_SCALE,
+        ratio: tuple[float, float] = DEFAULT_CROP_RATIO,
+        hflip: float = 0.5,
+        max_pixels: int | None = None,
+    ) -> None:
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {scale}")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"crop ratio must satisfy 0 < min <= max, got {ratio}")
+        if not 0 <= hflip <= 1:
+            raise ValueError(f"hflip probability must be in [0, 1], got {hflip}")
+        self.cfg, self.scale, self.ratio, self.hflip, self.max_pixels = cfg, scale, ratio, hflip, max_pixels
+
+    def __call__(self, source: ImageSource) -> torch.Tensor:
+        img = open_image(source, max_pixels=self.max_pixels)
+        box = random_resized_crop_box(img.width, img.height, self.scale, self.ratio)
+        size = self.cfg.image_size
+        img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
+        if torch.rand(1).item() < self.hflip:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return torch.from_numpy(normalize_image(img, self.cfg))
+
+
+def train_transform(
+    cfg: ImagePreprocessConfig,
+    scale: tuple[float, float] = DEFAULT_CROP_SCALE,
+    hflip: float = 0.5,
+    max_pixels: int | None = None,
+) -> TrainTransform:
+    return TrainTransform(cfg, scale=scale, hflip=hflip, max_pixels=max_pixels)
+
+
+# --------------------------------------------------------------------------------------------------- dataset
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    """(path, label) samples -> (float32 tensor [3, H, W], label) through `transform`.
+
+    With skip_failures (default) an image that fails to decode is replaced by the next one that decodes and is
+    recorded for `failed_samples()` (see the module docstring); without it the ImageDecodeError propagates.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[Path, int]],
+        transform: Callable[[Path], torch.Tensor],
+        skip_failures: bool = True,
+    ) -> None:
+        self.samples = [(Path(path), int(label)) for path, label in samples]
+        self.transform = transform
+        self.skip_failures = skip_failures
+        # Shared memory, so flags set inside DataLoader worker processes are visible here.
+        self._failed = torch.zeros(len(self.samples), dtype=torch.uint8).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not self.skip_failures:
+            path, label = self.samples[index]
+            return self.transform(path), label
+        for offset in range(len(self.samples)):
+            position = (index + offset) % len(self.samples)
+            if self._failed[position]:
+                continue
+            path, label = self.samples[position]
+            try:
+                return self.transform(path), label
+            except ImageDecodeError as exc:
+                self._failed[position] = 1
+                print(f"warning: skipping unreadable image {path}: {exc}", file=sys.stderr, flush=True)
+        raise DatasetError(f"none of the {len(self.samples)} images in this dataset could be decoded")
+
+    def failed_samples(self) -> list[Path]:
+        """Paths that failed to decode while loading (in this process and its DataLoader workers)."""
+        return [self.samples[i][0] for i in torch.nonzero(self._failed).flatten().tolist()]
