@@ -161,9 +161,9 @@ def _tags(folder: Path, digest: str) -> dict[str, str]:
 
 
 def artifact_root(tracking_uri: str) -> str | None:
-    """Artifacts next to a SQLite store (MLflow's default is ./mlruns in whatever the current directory is)."""
+    """Artifacts beside a SQLite store, as training_scripts.tracking does (MLflow would use ./mlruns in the cwd)."""
     if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlruns").resolve().as_uri()
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
     return None
 
 
