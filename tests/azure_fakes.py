@@ -117,10 +117,17 @@ class FakeOperations:
 
     calls: list[Call] = field(default_factory=list)
     _failures: dict[str, list[BaseException]] = field(default_factory=dict)
+    _failures_after: dict[str, list[BaseException]] = field(default_factory=dict)
 
     def fail_next(self, method: str, *errors: BaseException) -> None:
         """The next len(errors) calls of `method` raise these, in order (e.g. http_error(503))."""
         self._failures.setdefault(method, []).extend(errors)
+
+    def fail_after(self, method: str, *errors: BaseException) -> None:
+        """The next calls of `method` do their work, then raise: the service acted but its answer was lost.
+
+        Only methods that call `self._raise_after(method)` support it (the create methods here)."""
+        self._failures_after.setdefault(method, []).extend(errors)
 
     def calls_to(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
@@ -128,6 +135,11 @@ class FakeOperations:
     def _record(self, method: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append(Call(method, args, kwargs))
         queued = self._failures.get(method)
+        if queued:
+            raise queued.pop(0)
+
+    def _raise_after(self, method: str) -> None:
+        queued = self._failures_after.get(method)
         if queued:
             raise queued.pop(0)
 
@@ -236,6 +248,7 @@ class FakeJobOperations(FakeOperations):
         self.jobs[returned.name] = returned
         self.output_files.setdefault(returned.name, {})
         self.logs.setdefault(returned.name, [])
+        self._raise_after("create_or_update")
         return returned
 
     def get(self, name: str) -> Any:
@@ -255,7 +268,7 @@ class FakeJobOperations(FakeOperations):
         for line in self.logs.get(name, []):
             print(line)
         print(f"\nExecution Summary\n=================\nRunId: {name}\nWeb View: {job.studio_url}")
-        if str(job.status) == "Failed":
+        if _status(job) == "Failed":
             raise JobException(
                 message='Exception : \n {"code": "UserError"} ',
                 target=ErrorTarget.JOB,
@@ -276,7 +289,7 @@ class FakeJobOperations(FakeOperations):
 
         self._record("download", name, download_path=download_path, output_name=output_name, all=all)
         job = self._get(name)
-        if str(job.status) not in TERMINAL:
+        if _status(job) not in TERMINAL:
             raise JobException(
                 message=f"This job is in state {job.status}. Download is allowed only in states {list(TERMINAL)}",
                 target=ErrorTarget.JOB,
@@ -290,6 +303,10 @@ class FakeJobOperations(FakeOperations):
         for output in wanted:
             for relative, content in outputs.get(output, {}).items():
                 _write(root / "named-outputs" / output / relative, content)
+
+
+def _status(job: Any) -> str:
+    return str(getattr(job.status, "value", job.status))
 
 
 def _write(path: Path, content: bytes) -> None:
@@ -401,6 +418,7 @@ class FakeComputeOperations(FakeOperations):
             compute.location = LOCATION  # what the SDK does (from the workspace) before serialising
         returned = _compute_as_returned(compute)
         self.computes[compute.name] = returned
+        self._raise_after("begin_create_or_update")
         return FakePoller(returned)
 
     def begin_delete(self, name: str, *, action: str = "Delete") -> FakePoller:
