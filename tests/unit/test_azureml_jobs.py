@@ -392,3 +392,20 @@ def test_download_refusals(tmp_path: Path) -> None:
     with pytest.raises(AzureDLError, match="not an empty folder"):
         download_job(client, "done", busy)
     assert jobs.calls_to("download") == []
+
+
+def test_download_keeps_whatever_else_azure_wrote(tmp_path: Path) -> None:
+    class SweepDownloads(FakeJobOperations):
+        """A sweep's download also writes the parent's logs to hd-artifacts/."""
+
+        def download(self, name: str, **kwargs: Any) -> None:
+            super().download(name, **kwargs)
+            (Path(kwargs["download_path"]) / "hd-artifacts" / "azureml-logs").mkdir(parents=True)
+
+    jobs = SweepDownloads()
+    client = fake_ml_client(jobs=jobs)
+    jobs.add_job("sweep-1", outputs={"model": _training_files()})
+    out = tmp_path / "out"
+    result = download_job(client, "sweep-1", out)
+    assert result.complete
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["artifacts", "hd-artifacts", "plots"]

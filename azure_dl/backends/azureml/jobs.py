@@ -451,8 +451,9 @@ def download_job(ml_client: Any, name: str, out_dir: Path, *, output_name: str |
 
     Azure ML writes <path>/named-outputs/<output>/... and <path>/artifacts/... (logs). With `output_name` that
     output's files go straight into `out_dir`. Without it every output is downloaded: the one holding model.onnx
-    (or the only one) goes to the top of `out_dir`, any other beside it in `out_dir/<output>/`, and the logs
-    in `out_dir/artifacts/`. `out_dir` must be empty or new: a download never overwrites files.
+    (or the only one) goes to the top of `out_dir`, any other beside it in `out_dir/<output>/`; the logs and
+    anything else Azure writes keep their names (`out_dir/artifacts/`, a sweep's `hd-artifacts/`).
+    `out_dir` must be empty or new: a download never overwrites files.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -501,7 +502,8 @@ def _flatten(staging: Path, out: Path, job_name: str, output_name: str | None) -
     others = [path for path in outputs if path != top]
     for other in others:
         shutil.move(str(other), str(_free_name(out, other.name)))
-    artifacts = staging / "artifacts"
-    if artifacts.is_dir():
-        shutil.move(str(artifacts), str(_free_name(out, "artifacts")))
+    # Whatever else Azure wrote keeps its name: artifacts/ (logs), a sweep's hd-artifacts/, ...
+    for leftover in sorted(staging.iterdir()):
+        if leftover != named:
+            shutil.move(str(leftover), str(_free_name(out, leftover.name)))
     return (top.name if top is not None else None), tuple(path.name for path in others)
