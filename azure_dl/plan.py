@@ -44,11 +44,16 @@ class CostPlan:
             if self.cost_bound is not None
             else f"unknown (price unknown; bound = {self.bound_formula})"
         )
-        priority = (
-            "low priority: preemptible, billed below this list price; the job resumes from its checkpoints output"
-            if self.low_priority
-            else "dedicated"
-        )
+        if not self.low_priority:
+            priority = "dedicated"
+        elif self.compute.startswith("cluster"):
+            priority = (
+                "low priority, as the cluster's tier (created by --ensure-compute --low-priority or "
+                "`azure-dl compute ensure NAME --low-priority`): preemptible, billed below this list price; "
+                "the job resumes from its checkpoints output"
+            )
+        else:
+            priority = "low priority (spot tier): preemptible, billed below this list price; resumes from checkpoints"
         return [
             ("job", f"{self.kind} {self.name} (experiment {self.experiment})"),
             ("compute", self.compute),

@@ -8,6 +8,7 @@ defaults. The training scripts' flags are the contract (see training_scripts/tra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from azure_dl.errors import SpecError
 
@@ -22,6 +23,9 @@ class Preset:
     description: str
     data_kind: str  # "uri_folder" (a folder of class subfolders) or "uri_file" (a CSV/JSONL file)
     synth: str  # which synthetic data `--local` and a data-less submit generate: "images" or "text"
+    # Keyword arguments of training_scripts.synth.synth_images / synth_text. Small: it is generated on every
+    # data-less submit (dry-runs included, which must stay fast) and uploaded with the job.
+    synth_options: dict[str, Any] = field(default_factory=dict)
     default_vm_size: str = DEFAULT_GPU_VM_SIZE
     max_hours: float = 2.0
     local_args: tuple[str, ...] = ()  # tuned for a 2-core laptop CPU; appended before the user's script flags
@@ -44,6 +48,7 @@ PRESETS: dict[str, Preset] = {
         description="ResNet image classifier (a folder with one subfolder per class)",
         data_kind="uri_folder",
         synth="images",
+        synth_options={"per_class": 150, "image_size": 64},
         local_args=(
             "--arch",
             "resnet18",
@@ -93,3 +98,31 @@ def get_preset(name: str) -> Preset:
             f"unknown preset {name!r}",
             hint=f"use one of {', '.join(sorted(PRESETS))}, or give a path to your own script (e.g. train.py)",
         ) from None
+
+
+def _flag_name(token: str) -> str | None:
+    """'--epochs' / '--epochs=3' -> '--epochs'; values (including negative numbers) -> None."""
+    if not token.startswith("-") or token == "-" or token[1:2].isdigit() or token[1:2] == ".":
+        return None
+    return token.split("=", 1)[0]
+
+
+def merge_flags(defaults: tuple[str, ...] | list[str], overrides: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`defaults` with every flag that `overrides` also sets removed (with its value), then `overrides`.
+
+    So `-- --epochs 20` after a preset's `--epochs 5` runs 20 epochs, and the command shows each flag once.
+    """
+    overridden = {name for name in map(_flag_name, overrides) if name}
+    kept: list[str] = []
+    skipping = False
+    for token in defaults:
+        name = _flag_name(token)
+        if name is not None:
+            skipping = name in overridden
+            if not skipping:
+                kept.append(token)
+            elif "=" in token:
+                skipping = False  # --flag=value carries its own value
+        elif not skipping:
+            kept.append(token)
+    return (*kept, *overrides)
