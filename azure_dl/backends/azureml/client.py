@@ -6,6 +6,7 @@ azure.ai.ml and azure.identity are imported inside functions only, so importing 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -77,6 +78,10 @@ def get_ml_client(settings: WorkspaceSettings, auth: str = "default", *, credent
     """An MLClient for the workspace, with azure-core retrying transient 429/5xx responses (no network call yet)."""
     require_sdk()
     from azure.ai.ml import MLClient
+
+    # A failed sign-in is reported once, as a ConfigError with what to do; azure-identity would also log the
+    # whole credential chain as a warning on stderr.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
     with sdk_errors("connect to the workspace"):
         return MLClient(
@@ -159,15 +164,18 @@ def azure_error(exc: BaseException, action: str) -> AzureDLError:
         ServiceRequestError,
     )
 
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    message = str(getattr(exc, "message", None) or exc or type(exc).__name__)
+    # azure-core puts the essence on the first line ("(Code) message", "DefaultAzureCredential failed to ...");
+    # the lines after it repeat it or list every credential tried.
+    first_line = next((line for line in message.splitlines() if line.strip()), message)
     if isinstance(exc, ClientAuthenticationError):
         return ConfigError(
-            f"could not {action}: Azure sign-in failed: {_short(message)}",
+            f"could not {action}: Azure sign-in failed: {_short(first_line)}",
             hint="sign in with `az login` (and `az account set --subscription ID`), or pick another --auth "
             "(cli, managed-identity, interactive)",
         )
     if isinstance(exc, ResourceNotFoundError):
-        return AzureDLError(f"could not {action}: not found (404): {_short(message)}")
+        return AzureDLError(f"could not {action}: not found (404): {_short(first_line)}")
     if isinstance(exc, HttpResponseError):
         status = exc.status_code if exc.status_code is not None else "no status"
         reason = f" {exc.reason}" if exc.reason else ""
@@ -176,7 +184,7 @@ def azure_error(exc: BaseException, action: str) -> AzureDLError:
             hint = "your identity lacks a role on the workspace (e.g. AzureML Data Scientist or Contributor)"
         elif exc.status_code in (429, 500, 502, 503, 504):
             hint = "the service is busy or failing; it was retried already - try again in a few minutes"
-        return AzureDLError(f"could not {action}: Azure ML returned {status}{reason}: {_short(message)}", hint=hint)
+        return AzureDLError(f"could not {action}: Azure ML returned {status}{reason}: {_short(first_line)}", hint=hint)
     if isinstance(exc, ServiceRequestError):
         return AzureDLError(
             f"could not {action}: cannot reach Azure: {_short(message)}",
