@@ -151,8 +151,13 @@ def test_http_errors_become_redacted_azure_dl_errors() -> None:
 
 
 def test_sign_in_and_not_found_errors() -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
     auth = azure_error(http_error(401, "no token"), "list jobs")
     assert isinstance(auth, ConfigError) and "az login" in str(auth)
+    chain = "DefaultAzureCredential failed to retrieve a token.\nAttempted credentials:\n\tEnvironmentCredential: ..."
+    short = str(azure_error(ClientAuthenticationError(message=chain), "list jobs"))
+    assert "failed to retrieve a token" in short and "Attempted credentials" not in short
     missing = azure_error(http_error(404, "Job x was not found"), "read job x")
     assert "not found (404)" in str(missing)
 
