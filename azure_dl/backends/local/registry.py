@@ -175,7 +175,7 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     return str(client.create_experiment(name, artifact_location=artifact_root(tracking_uri)))
 
 
-def _client(uri: str) -> Any:
+def mlflow_client(uri: str) -> Any:
     from mlflow import MlflowClient
 
     # An explicit client instead of the fluent API: no global tracking state to set and restore.
@@ -207,7 +207,7 @@ def register_local(
     digest = content_hash(folder)
     uri = tracking_uri or default_tracking_uri()
 
-    client = _client(uri)
+    client = mlflow_client(uri)
     existing = find_version_by_content(client, name, digest)
     if existing is not None:
         return RegisteredModel(name, existing, reused=True)
@@ -261,7 +261,7 @@ def resolve_local_model(ref: str, *, tracking_uri: str | None = None, cache_dir:
     """A local training-output folder (model.onnx + sidecars) for a locally registered model version."""
     name, version = parse_model_ref(ref)
     uri = tracking_uri or default_tracking_uri()
-    client = _client(uri)
+    client = mlflow_client(uri)
 
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
