@@ -458,7 +458,8 @@ def train_one_epoch(
                 samples_per_s=round(log_samples / elapsed, 1) if elapsed > 0 else None,
             )
             log_loss, log_samples, log_started = 0.0, 0, time.perf_counter()
-        if checkpoint_now or at_max:
+        # On an epoch's last step the epoch-end checkpoint follows right after validation: one write suffices.
+        if (checkpoint_now and not last) or at_max:
             control.save_checkpoint()
         if at_max:
             return True
@@ -673,7 +674,6 @@ def fit(
         )
         if path is not None:
             last_checkpoint[0] = path
-            progress.emit("artifact", kind="checkpoint", path=str(path))
 
     control = _StepControl(
         epochs=config.epochs,
