@@ -12,6 +12,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Tiny datasets and models trained once per session by the real scripts (tests/trained.py).
+pytest_plugins = ["tests.trained"]
+
 
 @pytest.fixture(autouse=True)
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
