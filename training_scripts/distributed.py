@@ -134,6 +134,15 @@ def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
     return bool(tensor.item())
 
 
+def broadcast_int(value: int, ctx: DistContext) -> int:
+    """Rank 0's integer on every rank."""
+    if not ctx.distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=_comm_device(ctx))
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         if ctx.device.type == "cuda":

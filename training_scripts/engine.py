@@ -57,7 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from training_scripts import progress
 from training_scripts.checkpoint import (
@@ -70,6 +70,7 @@ from training_scripts.distributed import (
     DistContext,
     all_reduce_sum,
     broadcast_flag,
+    broadcast_int,
     gather_rows,
     init_distributed,
     unwrap,
@@ -244,17 +245,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _has_labels(dataset: Any) -> bool:
+    return any(getattr(dataset, name, None) is not None for name in ("labels", "targets")) or (
+        isinstance(dataset, Subset) and _has_labels(dataset.dataset)
+    )
+
+
 def dataset_labels(dataset: Dataset[Any], labels: Sequence[int] | None = None) -> np.ndarray:
-    """The training labels: given, else `dataset.labels` / `dataset.targets`, else read item by item (slow)."""
-    if labels is None:
-        labels = getattr(dataset, "labels", None) or getattr(dataset, "targets", None)
+    """The training labels: given, else `dataset.labels` / `dataset.targets` (also through a `Subset`), else read
+    item by item (slow for images: give datasets a `labels` attribute)."""
+    for attribute in ("labels", "targets"):
+        if labels is None:
+            labels = getattr(dataset, attribute, None)  # may be a list, a numpy array or a tensor
+    if labels is None and isinstance(dataset, Subset):
+        inner = dataset_labels(dataset.dataset) if _has_labels(dataset.dataset) else None
+        if inner is not None:
+            return inner[np.asarray(dataset.indices, dtype=np.int64)]
     if labels is None:
         size = len(dataset)  # type: ignore[arg-type]
         progress.warning(
             f"the training dataset has no `labels` attribute: reading all {size} items once to count classes"
         )
         labels = [int(dataset[index][1]) for index in range(size)]
-    return np.asarray(labels, dtype=np.int64)
+    return np.asarray(labels, dtype=np.int64).reshape(-1)
 
 
 def amp_dtype_for(device: torch.device, enabled: bool) -> torch.dtype | None:
@@ -359,8 +372,8 @@ def _current_lr(optimizer: torch.optim.Optimizer) -> float:
 
 
 @dataclass
-class _StepControl:
-    """What `train_one_epoch` needs from `fit` besides tensors: when to sync, log, checkpoint and stop."""
+class StepControl:
+    """What `train_one_epoch` needs besides tensors: when to sync, log, checkpoint and stop (see `fit`)."""
 
     epochs: int
     steps_per_epoch: int
@@ -379,7 +392,7 @@ def train_one_epoch(
     loader: DataLoader[Any],
     ctx: DistContext,
     state: TrainState,
-    control: _StepControl,
+    control: StepControl,
     *,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
@@ -562,7 +575,8 @@ def fit(
     Call on every rank. Afterwards `model` holds the best weights.
     """
     ctx = ctx if ctx is not None else init_distributed(config.device)
-    tracker = tracker if tracker is not None else Tracker(task, enabled=False)
+    if tracker is None or not ctx.is_main:
+        tracker = Tracker(task, enabled=False)  # only rank 0 tracks, whatever the caller passed
     run_params = dict(run_params or {})
     num_classes = len(class_names)
     labels = dataset_labels(train_data, train_labels)
@@ -626,6 +640,14 @@ def fit(
             )
         progress.emit("resume", checkpoint=str(resumed.path), epoch=state.epoch + 1, step=state.step_in_epoch)
 
+    if ctx.distributed:
+        # Every rank read the checkpoint folder itself; a folder not shared between nodes would split them.
+        main_step = broadcast_int(state.global_step, ctx)
+        if all_reduce_sum([float(main_step != state.global_step)], ctx)[0] > 0:
+            raise TrainingError(
+                f"ranks resumed from different checkpoints (rank 0 at global step {main_step}, rank {ctx.rank} at "
+                f"{state.global_step}): put --checkpoint-dir on storage every node shares"
+            )
     if ctx.is_main:
         state.mlflow_run_id = tracker.start(resume_run_id=state.mlflow_run_id) or state.mlflow_run_id
         tracker.log_params(
@@ -675,7 +697,7 @@ def fit(
         if path is not None:
             last_checkpoint[0] = path
 
-    control = _StepControl(
+    control = StepControl(
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         log_every=config.log_every_steps,

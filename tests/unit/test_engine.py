@@ -208,6 +208,18 @@ def test_tracking_logs_each_epoch_and_plots_are_written(tmp_path: Path) -> None:
     assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in paths)
 
 
+def test_training_labels_come_from_the_dataset(capsys: pytest.CaptureFixture[str]) -> None:
+    blobs = Blobs(10, seed=1)
+    assert engine.dataset_labels(blobs).tolist() == blobs.labels
+    subset = torch.utils.data.Subset(blobs, [3, 1])
+    assert engine.dataset_labels(subset).tolist() == [blobs.labels[3], blobs.labels[1]]
+    plain = torch.utils.data.TensorDataset(torch.zeros(3, 2), torch.tensor([2, 0, 1]))
+    assert engine.dataset_labels(plain).tolist() == [2, 0, 1]
+    assert "no `labels` attribute" in capsys.readouterr().out
+    plain.labels = np.array([1, 1, 0])  # type: ignore[attr-defined]
+    assert engine.dataset_labels(plain).tolist() == [1, 1, 0]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
