@@ -144,8 +144,11 @@ class ResNet(nn.Module):
         super().train(mode)
         if mode:
             # A frozen BN layer in train mode would still update its running mean/var from the new data.
+            # (SyncBatchNorm too: DDP setups may convert the BatchNorm2d layers.)
             for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
+                if isinstance(m, nn.BatchNorm2d | nn.SyncBatchNorm) and not any(
+                    p.requires_grad for p in m.parameters()
+                ):
                     m.eval()
         return self
 

@@ -242,6 +242,16 @@ def test_freeze_sets_the_state_rather_than_adding_to_it() -> None:
     assert freeze(model, "none") == [] and all(p.requires_grad for p in model.parameters())
 
 
+def test_frozen_sync_batchnorm_stays_in_eval_mode_too() -> None:
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(resnet18(num_classes=2))
+    keys = list(model.state_dict())
+    freeze(model, "layer1")
+    model.train()
+    sync_bns = {name: m.training for name, m in model.named_modules() if isinstance(m, nn.SyncBatchNorm)}
+    assert sync_bns and all(training != (_stage_of(name) in {"stem", "layer1"}) for name, training in sync_bns.items())
+    assert list(model.state_dict()) == keys
+
+
 def test_freeze_keeps_state_dict_keys_and_rejects_unknown_stages() -> None:
     model = resnet18(num_classes=2)
     keys = list(model.state_dict())
