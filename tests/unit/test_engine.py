@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pytest
 import torch
@@ -186,24 +185,45 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> Non
     assert longer.epochs_run == 2 and longer.resumed_from is not None
 
 
-def test_tracking_logs_each_epoch_and_plots_are_written(tmp_path: Path) -> None:
-    with Tracker("engine-test") as tracker:
-        result, _ = _fit(
-            _config(epochs=3), checkpoint_dir=tmp_path / "ckpt", tracker=tracker, run_params={"arch": "toy"}
-        )
-        run_id = tracker.run_id
-    assert result.run_id == run_id
-    client = mlflow.MlflowClient()
-    run = client.get_run(run_id)
-    assert run.data.params["arch"] == "toy" and run.data.params["lr"] == "0.05"
-    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3]
-    assert [m.value for m in client.get_metric_history(run_id, "val_loss")] == [
-        row["val_loss"] for row in result.history
-    ]
-    saved = latest_valid_checkpoint(tmp_path / "ckpt")
-    assert saved is not None and saved.state["mlflow_run_id"] == run_id
+class RecordingTracker(Tracker):
+    """Records what the engine asks of its tracker (the MLflow side is tested in test_tracking.py)."""
 
-    paths = write_plots(result.history, result.validation["confusion_matrix"], NAMES, tmp_path / "plots")
+    def __init__(self, run_id: str) -> None:
+        super().__init__("engine-test", enabled=False)
+        self.new_run_id = run_id
+        self.calls: list[tuple[str, Any]] = []
+
+    def start(self, resume_run_id: str | None = None) -> str | None:
+        self.calls.append(("start", resume_run_id))
+        self.run_id = resume_run_id or self.new_run_id
+        return self.run_id
+
+    def log_params(self, params: Any) -> None:
+        self.calls.append(("params", dict(params)))
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        self.calls.append(("metrics", (step, dict(metrics))))
+
+
+def test_tracking_gets_params_and_each_epoch_and_a_resume_reopens_the_run(tmp_path: Path) -> None:
+    tracker = RecordingTracker("run-1")
+    result, _ = _fit(_config(epochs=2), checkpoint_dir=tmp_path / "ckpt", tracker=tracker, run_params={"arch": "toy"})
+    assert tracker.calls[0] == ("start", None)
+    params = dict(tracker.calls)["params"]
+    assert params["arch"] == "toy" and params["lr"] == 0.05 and params["train_class_counts"] == [19, 19, 22]
+    logged = [value for kind, value in tracker.calls if kind == "metrics"]
+    assert [step for step, _ in logged] == [1, 2]
+    assert [metrics["val_loss"] for _, metrics in logged] == [row["val_loss"] for row in result.history]
+    assert result.run_id == "run-1"
+    saved = latest_valid_checkpoint(tmp_path / "ckpt")
+    assert saved is not None and saved.state["mlflow_run_id"] == "run-1"
+
+    resumed_tracker = RecordingTracker("run-2")
+    longer, _ = _fit(_config(epochs=3), checkpoint_dir=tmp_path / "ckpt", tracker=resumed_tracker)
+    assert resumed_tracker.calls[0] == ("start", "run-1")
+    assert longer.run_id == "run-1"
+
+    paths = write_plots(longer.history, longer.validation["confusion_matrix"], NAMES, tmp_path / "plots")
     assert [path.name for path in paths] == ["training_curves.png", "confusion_matrix.png"]
     assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in paths)
 
