@@ -219,7 +219,9 @@ def test_tracking_gets_params_and_each_epoch_and_a_resume_reopens_the_run(tmp_pa
     assert saved is not None and saved.state["mlflow_run_id"] == "run-1"
 
     resumed_tracker = RecordingTracker("run-2")
-    longer, _ = _fit(_config(epochs=3), checkpoint_dir=tmp_path / "ckpt", tracker=resumed_tracker)
+    longer, _ = _fit(
+        _config(epochs=3), checkpoint_dir=tmp_path / "ckpt", tracker=resumed_tracker, run_params={"arch": "toy"}
+    )
     assert resumed_tracker.calls[0] == ("start", "run-1")
     assert longer.run_id == "run-1"
 
