@@ -62,7 +62,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy, torch CPU (and CUDA, when initialised) RNG states, as tensors and Python scalars."""
+    """Python, numpy, torch CPU (and the current GPU's, when CUDA is in use) RNG states: tensors and scalars."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
@@ -75,13 +75,15 @@ def capture_rng_state() -> dict[str, Any]:
             "cached_gaussian": float(cached),
         },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+        # This process's own GPU only: get_rng_state_all() would open a CUDA context on every visible GPU
+        # from every DDP rank.
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
     }
     return state
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Undo `capture_rng_state` (CUDA states only when this process has as many GPUs)."""
+    """Undo `capture_rng_state` (the GPU state goes to the current device)."""
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     npy = state["numpy"]
@@ -90,8 +92,8 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"])
     cuda_states = state.get("cuda") or []
-    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_states[0])  # the current device (`init_distributed` selected it)
 
 
 def checkpoint_name(epoch: int, global_step: int) -> str:
