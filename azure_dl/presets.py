@@ -107,22 +107,25 @@ def _flag_name(token: str) -> str | None:
     return token.split("=", 1)[0]
 
 
+def without_flags(tokens: tuple[str, ...] | list[str], names: set[str] | frozenset[str]) -> tuple[str, ...]:
+    """`tokens` without the flags in `names` and their values (`--flag value`, `--flag=value` or a bare switch)."""
+    kept: list[str] = []
+    skipping = False
+    for token in tokens:
+        name = _flag_name(token)
+        if name is not None:
+            skipping = name in names and "=" not in token  # --flag=value carries its own value
+            if name not in names:
+                kept.append(token)
+        elif not skipping:
+            kept.append(token)
+    return tuple(kept)
+
+
 def merge_flags(defaults: tuple[str, ...] | list[str], overrides: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """`defaults` with every flag that `overrides` also sets removed (with its value), then `overrides`.
 
     So `-- --epochs 20` after a preset's `--epochs 5` runs 20 epochs, and the command shows each flag once.
     """
     overridden = {name for name in map(_flag_name, overrides) if name}
-    kept: list[str] = []
-    skipping = False
-    for token in defaults:
-        name = _flag_name(token)
-        if name is not None:
-            skipping = name in overridden
-            if not skipping:
-                kept.append(token)
-            elif "=" in token:
-                skipping = False  # --flag=value carries its own value
-        elif not skipping:
-            kept.append(token)
-    return (*kept, *overrides)
+    return (*without_flags(defaults, overridden), *overrides)

@@ -21,7 +21,7 @@ from azure_dl.spec import EarlyTermination, JobSpec, SearchParam, SweepSpec
 
 COMMAND_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
 SWEEP_SCHEMA = "https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json"
-HEADER = "# Rendered by azure-dl. Submit with `azure-dl submit` (or `az ml job create --file {name}`).\n"
+HEADER = "# Rendered by azure-dl: exactly what it submits. `az ml job create --file {name}` reads it too.\n"
 
 
 def _placeholder(text: str) -> bool:

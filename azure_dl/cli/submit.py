@@ -208,11 +208,16 @@ def _input(value: str, flag: str, default_kind: str) -> InputSpec:
     return InputSpec(value, flag, kind=infer_input_kind(value, default_kind))
 
 
-def build_spec(args: argparse.Namespace, target: Target, *, local: bool) -> JobSpec:
-    """The job as the flags describe it, validated; code is still the source folder (staging comes later)."""
+def build_spec(
+    args: argparse.Namespace, target: Target, *, local: bool, drop_flags: frozenset[str] = frozenset()
+) -> JobSpec:
+    """The job as the flags describe it, validated; code is still the source folder (staging comes later).
+
+    `drop_flags` are removed from the preset's profile (a sweep searches them instead).
+    """
     from azure_dl.catalog import get_vm_size
     from azure_dl.environments import default_environment, environment_spec
-    from azure_dl.presets import DEFAULT_GPU_VM_SIZE, merge_flags
+    from azure_dl.presets import DEFAULT_GPU_VM_SIZE, merge_flags, without_flags
     from azure_dl.spec import JobSpec, OutputSpec
 
     preset = target.preset
@@ -235,7 +240,7 @@ def build_spec(args: argparse.Namespace, target: Target, *, local: bool) -> JobS
         code=target.code_source,
         module=target.module,
         script=target.script,
-        args=merge_flags(profile, args.script_args),
+        args=merge_flags(without_flags(profile, drop_flags), args.script_args),
         inputs=inputs,
         outputs={name: OutputSpec(flag) for name, flag in OUTPUT_FLAGS},
         environment=environment_spec(args.environment or default_environment(vm.is_gpu)),
@@ -309,6 +314,7 @@ def prepare(
     args: argparse.Namespace,
     *,
     local: bool,
+    drop_flags: frozenset[str] = frozenset(),
     also_validate: Callable[[JobSpec], object] | None = None,
 ) -> Prepared:
     """Validate, then stage under --out: snapshot, environment files, synthetic data when needed. No network.
@@ -319,7 +325,7 @@ def prepare(
     from azure_dl.snapshot import stage_snapshot
 
     target = resolve_target(args.target, args.code)
-    draft = build_spec(args, target, local=local)
+    draft = build_spec(args, target, local=local, drop_flags=drop_flags)
     if also_validate is not None:
         also_validate(draft)
     out = (args.out or default_out(target.name)).resolve()
@@ -378,13 +384,13 @@ def run_locally(
     extra: Any = None,
 ) -> Any:
     """Run the job's command here with outputs bound under `output`; returns the process backend's result."""
-    from azure_dl.backends.local.process import run_command, torchrun_argv
+    from azure_dl.backends.local.process import run_command, torchrun_wrap
     from azure_dl.render import local_command
 
     bindings = {"model": output, "checkpoints": output / "checkpoints"}
     argv = local_command(spec, bindings, search=extra)
     if nproc and nproc > 1:
-        argv = torchrun_argv(argv, nproc)
+        argv = torchrun_wrap(argv, nproc)
     env = dict(os.environ)
     env.update(spec.env_vars)
     env["MLFLOW_TRACKING_URI"] = tracking_uri()

@@ -1,0 +1,265 @@
+"""`azure-dl sweep resnet|lstm|SCRIPT`: a hyperparameter sweep as an Azure ML sweep job - or its trials run one
+after another on this machine (--local), or only rendered and planned (--dry-run).
+
+Azure's rules are checked before anything is written: Bayesian sampling takes no early-termination policy and
+only choice/uniform/quniform; grid sampling takes only choice. Locally, random and grid sampling are reproduced
+with a seed (Bayesian falls back to random) and the best trial is read from each trial's metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from azure_dl.cli.submit import add_job_arguments, add_mode_arguments, allow_script_args
+from azure_dl.errors import SpecError
+
+if TYPE_CHECKING:
+    from azure_dl.cli.submit import Prepared, Target
+    from azure_dl.spec import SearchParam, SweepSpec
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="tune hyperparameters with an Azure ML sweep job (or locally / as a dry-run)",
+        description=__doc__,
+        usage="azure-dl sweep resnet|lstm|SCRIPT [options] [--dry-run | --local] [--out DIR] [-- SCRIPT FLAGS...]",
+        epilog="everything after `--` is passed to every trial unchanged",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_job_arguments(parser)
+    sweep = parser.add_argument_group("sweep")
+    sweep.add_argument("--sampling", choices=("random", "grid", "bayesian"), default="random", help="(default: random)")
+    sweep.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        metavar="NAME=KIND(ARGS)",
+        help="a searched script flag, e.g. lr=loguniform(1e-5,1e-2) or batch_size=choice(16,32,64) (repeatable; "
+        "NAME becomes --NAME with _ as -). Kinds: choice, uniform, loguniform, quniform, qloguniform, randint, "
+        "normal, lognormal, qnormal, qlognormal. Default: the preset's search space",
+    )
+    sweep.add_argument("--metric", help="primary metric the script logs (default: the preset's, val_macro_f1)")
+    sweep.add_argument("--goal", choices=("maximize", "minimize"), help="(default: the preset's, maximize)")
+    sweep.add_argument(
+        "--early-termination",
+        choices=("none", "bandit", "median_stopping", "truncation"),
+        help="(default: bandit; none with bayesian sampling, which allows no policy)",
+    )
+    sweep.add_argument("--slack-factor", type=float, help="bandit slack as a ratio (default: 0.1)")
+    sweep.add_argument("--evaluation-interval", type=int, default=1, help="policy interval in logged epochs (1)")
+    sweep.add_argument("--delay-evaluation", type=int, default=2, help="epochs before the policy applies (2)")
+    sweep.add_argument("--truncation-percentage", type=int, default=20, help="truncation policy percentage (20)")
+    sweep.add_argument("--max-trials", type=int, help="max total trials (default: the preset's, 8)")
+    sweep.add_argument("--max-concurrent", type=int, help="max concurrent trials (default: the preset's, 2)")
+    sweep.add_argument("--timeout-hours", type=float, help="sweep time limit (default: enough for every trial)")
+    sweep.add_argument("--seed", type=int, help="random sampling seed (Azure and --local)")
+    add_mode_arguments(parser, "sweep.yml")
+    from azure_dl.workspace import add_workspace_arguments
+
+    add_workspace_arguments(parser)
+    allow_script_args(parser)
+    parser.set_defaults(handler=handle)
+
+
+# ------------------------------------------------------------------------------------------------------- building
+def search_space(args: argparse.Namespace, target: Target) -> tuple[SearchParam, ...]:
+    from azure_dl.spec import SearchParam
+
+    texts = list(args.search)
+    if not texts:
+        if target.preset is None:
+            raise SpecError("a sweep of your own script needs --search", hint="e.g. --search lr=loguniform(1e-5,1e-2)")
+        texts = [f"{name}={expression}" for name, expression in target.preset.search_space.items()]
+    return tuple(SearchParam.parse(text) for text in texts)
+
+
+def sweep_factory(args: argparse.Namespace, target: Target, space: tuple[SearchParam, ...]) -> Any:
+    """A function trial JobSpec -> SweepSpec with the flags' settings (validated on every call)."""
+    from azure_dl.spec import EarlyTermination, SweepSpec
+
+    preset = target.preset
+    metric = args.metric or (preset.primary_metric if preset else None)
+    if not metric:
+        raise SpecError("a sweep of your own script needs --metric NAME (a metric the script logs)")
+    policy = args.early_termination or ("none" if args.sampling == "bayesian" else "bandit")
+    early = EarlyTermination(
+        policy,
+        evaluation_interval=args.evaluation_interval,
+        delay_evaluation=args.delay_evaluation,
+        slack_factor=args.slack_factor,
+        truncation_percentage=args.truncation_percentage,
+    )
+    max_trials = args.max_trials if args.max_trials is not None else (preset.sweep_max_trials if preset else 8)
+    default_concurrent = min(preset.sweep_max_concurrent if preset else 2, max(max_trials, 1))
+    concurrent = args.max_concurrent if args.max_concurrent is not None else default_concurrent
+
+    def make(trial: Any) -> SweepSpec:
+        return SweepSpec(
+            trial=trial,
+            search_space=space,
+            primary_metric=metric,
+            goal=args.goal or (preset.goal if preset else "maximize"),
+            sampling=args.sampling,
+            early_termination=early,
+            max_total_trials=max_trials,
+            max_concurrent_trials=concurrent,
+            timeout_hours=args.timeout_hours,
+            seed=args.seed,
+        )
+
+    return make
+
+
+# -------------------------------------------------------------------------------------------------- local trials
+def sample_value(param: SearchParam, rng: random.Random) -> Any:
+    """One draw from `param`, as Azure ML defines each distribution (log-scale ones via the natural log)."""
+    kind = param.kind
+    if kind == "choice":
+        return rng.choice(param.values)
+    if kind == "randint":
+        return rng.randrange(int(param.upper or 1))
+    if kind in ("normal", "lognormal", "qnormal", "qlognormal"):
+        value = rng.gauss(float(param.mu or 0.0), float(param.sigma or 1.0))
+        value = math.exp(value) if "log" in kind else value
+    else:
+        low, high = float(param.low or 0.0), float(param.high or 0.0)
+        value = math.exp(rng.uniform(math.log(low), math.log(high))) if "log" in kind else rng.uniform(low, high)
+    if kind.startswith("q"):
+        step = float(param.q or 1.0)
+        value = round(value / step) * step
+        return int(value) if step.is_integer() else value
+    return value
+
+
+def local_trials(sweep: SweepSpec, seed: int) -> list[dict[SearchParam, Any]]:
+    """The hyperparameters of each trial: every grid combination (up to max trials) or seeded random draws."""
+    params = sweep.search_space
+    if sweep.sampling == "grid":
+        combos = itertools.product(*(param.values for param in params))
+        return [dict(zip(params, combo)) for combo in itertools.islice(combos, sweep.max_total_trials)]
+    rng = random.Random(seed)
+    return [{param: sample_value(param, rng) for param in params} for _ in range(sweep.max_total_trials)]
+
+
+def read_metric(metrics_path: Path, name: str) -> float | None:
+    """`name` from a training output's metrics.json: val_X -> validation.X, test_X -> test.X, else top level."""
+    if not metrics_path.is_file():
+        return None
+    data = json.loads(metrics_path.read_text(encoding="utf-8"))
+    candidates: list[Any] = [data.get(name)]
+    for prefix, section in (("val_", "validation"), ("test_", "test")):
+        if name.startswith(prefix) and isinstance(data.get(section), dict):
+            candidates.append(data[section].get(name[len(prefix) :]))
+    if isinstance(data.get("validation"), dict):
+        candidates.append(data["validation"].get(name))
+    for value in candidates:
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def run_local_sweep(sweep: SweepSpec, prepared: Prepared, args: argparse.Namespace) -> int:
+    from azure_dl.cli.submit import run_locally
+    from azure_dl.console import note, print_table
+
+    if sweep.sampling == "bayesian":
+        note("note: Bayesian sampling needs Azure ML's service; --local samples at random instead")
+    if sweep.early_termination.policy != "none":
+        note(f"note: --local runs every trial to the end ({sweep.early_termination.policy} applies in Azure ML)")
+    seed = args.seed if args.seed is not None else 0
+    trials = local_trials(sweep, seed)
+    results: list[dict[str, Any]] = []
+    for index, values in enumerate(trials):
+        output = prepared.out / "trials" / f"trial-{index:03d}"
+        output.mkdir(parents=True, exist_ok=True)
+        shown = ", ".join(f"{param.name}={value}" for param, value in values.items())
+        note(f"trial {index + 1}/{len(trials)}: {shown}")
+        result = run_locally(
+            sweep.trial,
+            cwd=prepared.snapshot.path,
+            output=output,
+            nproc=args.nproc,
+            log_path=output / "train.log",
+            extra=values,
+        )
+        code = int(getattr(result, "returncode", 1))
+        metric = read_metric(output / "metrics.json", sweep.primary_metric) if code == 0 else None
+        status = "ok" if code == 0 and metric is not None else (f"exit {code}" if code else "no metric")
+        results.append(
+            {
+                "trial": index,
+                "params": {param.name: value for param, value in values.items()},
+                "metric": metric,
+                "status": status,
+                "output": str(output),
+            }
+        )
+    scored = [row for row in results if row["metric"] is not None]
+    best = (max if sweep.goal == "maximize" else min)(scored, key=lambda row: row["metric"]) if scored else None
+    summary = {"primary_metric": sweep.primary_metric, "goal": sweep.goal, "best": best, "trials": results}
+    (prepared.out / "sweep_results.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    names = [param.name for param in sweep.search_space]
+    rows = [
+        [
+            ("* " if row is best else "") + str(row["trial"]),
+            *(str(row["params"][name]) for name in names),
+            f"{row['metric']:.4f}" if row["metric"] is not None else "-",
+            row["status"],
+        ]
+        for row in results
+    ]
+    print_table(
+        f"Local sweep ({sweep.goal} {sweep.primary_metric})", ["trial", *names, sweep.primary_metric, "status"], rows
+    )
+    if best is None:
+        print(f"error: no trial produced {sweep.primary_metric} (logs: {prepared.out / 'trials'})")
+        return 1
+    print(
+        f"best: trial {best['trial']} {sweep.primary_metric}={best['metric']:.4f} {best['params']} -> {best['output']}"
+    )
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------------- handler
+def handle(args: argparse.Namespace) -> int:
+    from azure_dl.cli.submit import prepare, report_staging, resolve_target
+    from azure_dl.plan import plan_sweep, print_plan
+    from azure_dl.render import render_sweep, write_yaml
+
+    target = resolve_target(args.target, args.code)
+    space = search_space(args, target)
+    make = sweep_factory(args, target, space)
+    searched = frozenset(param.flag for param in space)
+    prepared = prepare(args, local=args.local, drop_flags=searched, also_validate=make)
+    sweep = make(prepared.spec)
+    yaml_path = write_yaml(render_sweep(sweep, prepared.out), prepared.out / "sweep.yml")
+    report_staging(prepared, yaml_path)
+    if args.local:
+        return run_local_sweep(sweep, prepared, args)
+    print_plan(plan_sweep(sweep))
+    if args.dry_run:
+        print(
+            f"dry run: nothing was created or billed. {yaml_path} is exactly what submitting without --dry-run sends."
+        )
+        return 0
+    from azure_dl.backends.azureml.jobs import submit_job_yaml
+
+    trial = sweep.trial
+    submit_job_yaml(
+        args,
+        yaml_path,
+        ensure_compute=args.ensure_compute,
+        vm_size=trial.vm_size,
+        # Concurrent trials each need their nodes at once: that is the cluster size to ensure.
+        instance_count=trial.instance_count * sweep.max_concurrent_trials,
+        low_priority=trial.low_priority,
+        stream=args.stream,
+    )
+    return 0
