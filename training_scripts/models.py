@@ -7,9 +7,12 @@ json.dump(model_config(model), f)       # later: build_model(**json.load(f)) reb
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import socket
 import urllib.error
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,7 +84,7 @@ def _read_checkpoint(arch: str, pretrained: str | Path | None) -> tuple[dict[str
             )
         return _download(TORCHVISION_WEIGHTS[arch], check_hash=True), TORCHVISION_WEIGHTS[arch]
     if source.startswith(("https://", "http://")):
-        return _download(source, check_hash=False), source
+        return _download(source, check_hash=False), _redact(source)
     path = Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
@@ -90,28 +93,40 @@ def _read_checkpoint(arch: str, pretrained: str | Path | None) -> tuple[dict[str
     return _unwrap(torch.load(path, map_location="cpu", weights_only=True), source), source
 
 
+def _redact(url: str) -> str:
+    """The URL without user info, query and fragment, which may carry a credential (e.g. an Azure SAS token)."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    hidden = "?..." if parts.query or parts.fragment else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + hidden
+
+
 def _download(url: str, *, check_hash: bool) -> dict[str, Tensor]:
+    shown = _redact(url)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        loaded = torch.hub.load_state_dict_from_url(
-            url, map_location="cpu", weights_only=True, check_hash=check_hash, progress=False
-        )
+        logger.info("loading pretrained weights from %s (torch.hub cache: %s)", shown, torch.hub.get_dir())
+        # torch.hub prints the full URL to stdout, query string included.
+        with contextlib.redirect_stdout(io.StringIO()):
+            loaded = torch.hub.load_state_dict_from_url(
+                url, map_location="cpu", weights_only=True, check_hash=check_hash, progress=False
+            )
     except urllib.error.HTTPError as e:
         raise RuntimeError(
-            f"could not download pretrained weights from {url}: HTTP {e.code} {e.reason}. "
+            f"could not download pretrained weights from {shown}: HTTP {e.code} {e.reason}. "
             "Check the URL, or pass --pretrained PATH (a local .pth file) or --pretrained none."
         ) from e
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         reason = getattr(e, "reason", e)
         raise RuntimeError(
-            f"could not download pretrained weights from {url} ({reason}): the network is unreachable from here. "
+            f"could not download pretrained weights from {shown} ({reason}): the network is unreachable from here. "
             f"Download the file elsewhere and pass --pretrained PATH (a local .pth file), put it in torch.hub's "
             f"cache ({Path(torch.hub.get_dir()) / 'checkpoints'}), or train from scratch with --pretrained none."
         ) from e
     finally:
         socket.setdefaulttimeout(previous)
-    return _unwrap(loaded, url)
+    return _unwrap(loaded, shown)
 
 
 def _unwrap(loaded: Any, source: str) -> dict[str, Tensor]:
