@@ -71,6 +71,7 @@ PRESETS: dict[str, Preset] = {
         description="LSTM text classifier (a CSV or JSONL file with text and label columns)",
         data_kind="uri_file",
         synth="text",
+        synth_options={"n": 1000},
         local_args=(
             "--seq-len",
             "64",

@@ -298,7 +298,7 @@ def synthesize(preset: Preset, data_dir: Path) -> Path:
         synth.synth_images(data_dir, overwrite=True, **preset.synth_options)
         return data_dir
     path = data_dir / "texts.csv"
-    synth.synth_text(path, overwrite=True, **preset.synth_options)  # type: ignore[attr-defined]
+    synth.synth_text(path, **preset.synth_options)  # replaces an existing file
     return path
 
 
