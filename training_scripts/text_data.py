@@ -165,7 +165,7 @@ def _read_jsonl(
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            skipped.append((number, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+            skipped.append((number, f"invalid JSON ({exc.msg}, column {exc.colno})"))
             continue
         if not isinstance(record, dict):
             skipped.append((number, f"expected a JSON object, found {type(record).__name__}"))
