@@ -117,7 +117,7 @@ def test_resnet_matches_pytorch_at_two_batch_sizes(resnet: tuple[nn.Module, Path
     assert report.batch_sizes == [1, 5] and report.sequence_lengths is None
 
 
-def test_parity_fails_for_a_model_that_differs(resnet: tuple[nn.Module, Path]) -> None:
+def test_parity_fails_for_a_perturbed_model(resnet: tuple[nn.Module, Path]) -> None:
     model, path = resnet
     inputs = [torch.randn(1, 3, IMAGE, IMAGE), torch.randn(2, 3, IMAGE, IMAGE)]
     perturbed = resnet18(num_classes=4)
@@ -126,7 +126,6 @@ def test_parity_fails_for_a_model_that_differs(resnet: tuple[nn.Module, Path]) -
         perturbed.fc.bias.add_(0.05)
     report = check_parity(perturbed, path, inputs)
     assert not report.passed and report.max_abs_diff == pytest.approx(0.05, rel=1e-3)
-    assert not check_parity(resnet18(num_classes=4), path, inputs).passed
 
 
 @pytest.mark.parametrize("name", ["bi", "uni"])
