@@ -398,20 +398,16 @@ def run_locally(
 
 
 def report_done(result: Any, output: Path) -> None:
+    """Where the results are (the script's own `done` line already showed the metrics)."""
     from azure_dl.console import print_key_values
 
     done = getattr(result, "done", None) or {}
     rows = [("output", str(done.get("output") or output))]
-    model = output / "model.onnx"
-    if model.exists():
-        rows.append(("model", str(model)))
+    for label, path in (("model", output / "model.onnx"), ("plots", output / "plots")):
+        if path.exists():
+            rows.append((label, str(path)))
     if done.get("run_id"):
         rows.append(("MLflow run", f"{done['run_id']} ({done.get('tracking_uri') or tracking_uri()})"))
-    plots = output / "plots"
-    if plots.is_dir():
-        rows.append(("plots", str(plots)))
-    for key, value in (done.get("metrics") or {}).items():
-        rows.append((key, f"{value:.4f}" if isinstance(value, float) else str(value)))
     print_key_values("Local run finished", rows)
 
 
@@ -433,7 +429,10 @@ def handle(args: argparse.Namespace) -> int:
         )
         code = int(getattr(result, "returncode", 1))
         if code != 0:
-            print(f"error: the training script exited with code {code} (log: {prepared.out / 'train.log'})")
+            print(
+                f"error: the training script exited with code {code} (log: {prepared.out / 'train.log'})",
+                file=sys.stderr,
+            )
             return code
         report_done(result, prepared.out)
         return 0

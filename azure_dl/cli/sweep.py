@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import random
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -219,7 +220,7 @@ def run_local_sweep(sweep: SweepSpec, prepared: Prepared, args: argparse.Namespa
         f"Local sweep ({sweep.goal} {sweep.primary_metric})", ["trial", *names, sweep.primary_metric, "status"], rows
     )
     if best is None:
-        print(f"error: no trial produced {sweep.primary_metric} (logs: {prepared.out / 'trials'})")
+        print(f"error: no trial produced {sweep.primary_metric} (logs: {prepared.out / 'trials'})", file=sys.stderr)
         return 1
     print(
         f"best: trial {best['trial']} {sweep.primary_metric}={best['metric']:.4f} {best['params']} -> {best['output']}"

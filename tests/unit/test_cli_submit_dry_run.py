@@ -226,3 +226,54 @@ def test_script_flags_override_the_presets_profile() -> None:
     assert merged.count("--epochs") == 1 and merged[-4:] == ("--epochs", "2", "--image-size=96", "--freeze")
     assert "64" not in merged  # the profile's --image-size value went with its flag
     assert merge_flags(("--bidirectional", "--lr", "-0.5"), ["--lr", "0.1"]) == ("--bidirectional", "--lr", "0.1")
+
+
+def test_local_runs_the_rendered_command_from_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """--local wiring, with the process backend replaced: argv, working folder, tracking URI, torchrun."""
+    from azure_dl.backends.local import process
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, render: bool) -> Any:
+        calls.append({"argv": argv, "cwd": cwd, "env": env, "log_path": log_path})
+        return process.CommandResult(0, log_path, {"done": {"output": str(out), "run_id": "abc", "tracking_uri": "x"}})
+
+    monkeypatch.setattr(process, "run_command", fake_run)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    out = tmp_path / "out"
+    data = image_folder(tmp_path / "images")
+    argv = ["submit", "resnet", "--local", "--out", str(out), "--data", str(data), "--env", "OMP_NUM_THREADS=1"]
+    assert main([*argv, "--", "--epochs", "1"]) == 0
+    call = calls[0]
+    assert call["cwd"] == out / "snapshot"
+    assert call["argv"][:3] == [sys.executable, "-m", "training_scripts.train_resnet"]
+    assert call["argv"][3:9] == [
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--checkpoint-dir",
+        str(out / "checkpoints"),
+    ]
+    assert call["argv"].count("--epochs") == 1 and call["argv"][-2:] == ["--epochs", "1"]
+    assert "--image-size" in call["argv"]  # the preset's local profile
+    assert call["env"]["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert call["env"]["OMP_NUM_THREADS"] == "1"
+    assert "MLflow run" in capsys.readouterr().out
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///relative.db")
+    assert main([*argv, "--nproc", "2"]) == 0
+    torchrun = calls[1]["argv"]
+    assert torchrun[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    assert calls[1]["env"]["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'relative.db'}"
+
+
+def test_local_reports_a_failed_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure_dl.backends.local import process
+
+    monkeypatch.setattr(process, "run_command", lambda argv, **kw: process.CommandResult(3, kw["log_path"], {}))
+    data = image_folder(tmp_path / "images")
+    assert main(["submit", "resnet", "--local", "--out", str(tmp_path / "o"), "--data", str(data)]) == 3
