@@ -107,7 +107,7 @@ def test_renderer_keeps_the_last_done_event() -> None:
 
 
 def test_describe_covers_every_documented_event() -> None:
-    samples = {
+    samples: dict[str, dict[str, object]] = {
         "start": {"task": "resnet", "epochs": 3, "steps_per_epoch": 50, "world_size": 2, "device": "cuda"},
         "step": STEP,
         "epoch": EPOCH,

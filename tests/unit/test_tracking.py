@@ -41,6 +41,7 @@ def test_logs_params_metrics_artifacts_and_tags(
         tracker.log_artifact(tmp_path / "missing-1.txt")
         tracker.log_artifact(tmp_path / "missing-2.txt")
         run_id = tracker.run_id
+    assert run_id is not None
     client = mlflow.MlflowClient()
     assert tracker.tracking_uri == mlflow_store
     run = client.get_run(run_id)
@@ -65,6 +66,7 @@ def test_run_choice_env_beats_checkpoint_beats_new_and_failure_is_recorded(monke
     with pytest.raises(RuntimeError), Tracker("unit-exp") as second:
         second.start()
         raise RuntimeError("boom")
+    assert first.run_id is not None and second.run_id is not None
     assert client.get_run(second.run_id).info.status == "FAILED"
     # The checkpoint's run is reopened when no MLFLOW_RUN_ID is set.
     with Tracker("unit-exp") as resumed:
