@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_renderer_keeps_the_last_done_event() -> None:
 
 
 def test_describe_covers_every_documented_event() -> None:
-    samples: dict[str, dict[str, object]] = {
+    samples: dict[str, dict[str, Any]] = {
         "start": {"task": "resnet", "epochs": 3, "steps_per_epoch": 50, "world_size": 2, "device": "cuda"},
         "step": STEP,
         "epoch": EPOCH,
