@@ -277,3 +277,26 @@ def test_local_reports_a_failed_script(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(process, "run_command", lambda argv, **kw: process.CommandResult(3, kw["log_path"], {}))
     data = image_folder(tmp_path / "images")
     assert main(["submit", "resnet", "--local", "--out", str(tmp_path / "o"), "--data", str(data)]) == 3
+
+
+def test_default_mode_hands_the_written_yaml_to_the_azure_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure_dl.backends.azureml import jobs
+
+    calls: list[tuple[Any, Path, dict[str, Any]]] = []
+    monkeypatch.setattr(jobs, "submit_job_yaml", lambda ws, path, **kw: calls.append((ws, path, kw)))
+    out = tmp_path / "out"
+    argv = ["submit", "resnet", "--data", "azureml:x:1", "--out", str(out), "--vm-size", "Standard_NC48ads_A100_v4"]
+    argv += ["--instance-count", "2", "--low-priority", "--ensure-compute", "--stream", "--workspace", "ws"]
+    assert main(argv) == 0
+    workspace_args, path, options = calls[0]
+    assert path == out / "job.yml" and path.is_file()
+    assert workspace_args.workspace == "ws"
+    assert options == {
+        "ensure_compute": True,
+        "vm_size": "Standard_NC48ads_A100_v4",
+        "instance_count": 2,
+        "low_priority": True,
+        "stream": True,
+    }

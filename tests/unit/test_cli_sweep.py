@@ -245,3 +245,18 @@ def test_local_sweep_runs_two_tiny_trials_and_reports_the_best(
         assert (Path(trial["output"]) / "model.onnx").is_file()
         assert (Path(trial["output"]) / "metrics.json").is_file()
     assert "best: trial" in capsys.readouterr().out
+
+
+def test_sweep_submission_sizes_the_cluster_for_concurrent_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure_dl.backends.azureml import jobs
+
+    calls: list[tuple[Path, dict[str, Any]]] = []
+    monkeypatch.setattr(jobs, "submit_job_yaml", lambda ws, path, **kw: calls.append((path, kw)))
+    out = tmp_path / "out"
+    argv = ["sweep", "resnet", "--data", "azureml:x:1", "--out", str(out), "--instance-count", "2"]
+    assert main([*argv, "--max-concurrent", "3", "--ensure-compute"]) == 0
+    path, options = calls[0]
+    assert path == out / "sweep.yml"
+    assert options["instance_count"] == 6 and options["ensure_compute"] is True
