@@ -91,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--imbalance",
         type=_ratio,
         metavar="R",
-        help="majority:minority ratio, like real pneumonia data (default: 3)",
+        help="majority:minority ratio; public pneumonia X-ray sets are about 3:1 (default: 3)",
     )
     images.add_argument(
         "--image-size", type=_positive_int, metavar="S", help="width and height in pixels (default: 64)"
