@@ -313,9 +313,6 @@ class Vocabulary:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and self.itos == other.itos
 
-    def __hash__(self) -> int:
-        return hash(tuple(self.itos))
-
     def encode(self, tokens: Iterable[str]) -> list[int]:
         return [self.stoi.get(token, UNK_ID) for token in tokens]
 
