@@ -300,3 +300,15 @@ def test_default_mode_hands_the_written_yaml_to_the_azure_backend(
         "low_priority": True,
         "stream": True,
     }
+
+
+def test_serverless_low_priority(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    text = dry_run(
+        out, "lstm", "--data", "https://example.org/reviews.csv", "--compute", "serverless", "--low-priority"
+    )
+    assert_golden("submit_serverless.yml", text)
+    job = load(out / "job.yml")
+    assert job.compute is None and job.resources.instance_type == "Standard_NC4as_T4_v3"
+    assert job.queue_settings.job_tier == "spot" and job.inputs["data"].type == "uri_file"
+    assert "serverless" in capsys.readouterr().out
