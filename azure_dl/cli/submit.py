@@ -294,12 +294,17 @@ def synthesize(preset: Preset, data_dir: Path) -> Path:
             hint="pass --data URI_OR_PATH",
         ) from exc
     data_dir.mkdir(parents=True, exist_ok=True)
-    if preset.synth == "images":
-        synth.synth_images(data_dir, overwrite=True, **preset.synth_options)
-        return data_dir
-    path = data_dir / "texts.csv"
-    synth.synth_text(path, **preset.synth_options)  # replaces an existing file
-    return path
+    try:
+        if preset.synth == "images":
+            synth.synth_images(data_dir, overwrite=True, **preset.synth_options)
+            return data_dir
+        path = data_dir / "texts.csv"
+        synth.synth_text(path, **preset.synth_options)  # replaces an existing file
+        return path
+    except (ValueError, FileExistsError) as exc:  # e.g. data_dir holds files synth did not write
+        raise SpecError(
+            f"cannot write synthetic data into {data_dir}: {exc}", hint="choose a new --out folder, or pass --data"
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -312,3 +312,13 @@ def test_serverless_low_priority(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert job.compute is None and job.resources.instance_type == "Standard_NC4as_T4_v3"
     assert job.queue_settings.job_tier == "spot" and job.inputs["data"].type == "uri_file"
     assert "serverless" in capsys.readouterr().out
+
+
+def test_synthetic_data_never_mixes_with_foreign_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("training_scripts.synth")
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "mine.txt").write_text("keep me\n")
+    assert main(["submit", "resnet", "--dry-run", "--out", str(out)]) == 2
+    assert "cannot write synthetic data" in capsys.readouterr().err
+    assert (out / "data" / "mine.txt").read_text() == "keep me\n"
