@@ -1,0 +1,109 @@
+"""Pure rendering of endpoint and deployment specs as Azure ML CLI v2 YAML (plain dicts, no SDK).
+
+`render_endpoint` / `render_deployment` give the documents `az ml online-endpoint create --file` and
+`az ml online-deployment create --file` read, and that azure.ai.ml.load_online_endpoint / load_online_deployment
+load; the Azure backend loads exactly the files the dry-run writes. Traffic is not part of endpoint.yml: a new
+deployment must exist before traffic can name it, so traffic moves in a separate update after the smoke test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from azure_dl.endpoint_spec import DeploymentSpec, EndpointSpec, ProbeSpec
+
+ENDPOINT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json"
+DEPLOYMENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json"
+HEADER = "# Rendered by azure-dl: exactly what it creates. `az ml {command} create --file {name}` reads it too.\n"
+
+
+def _relative(path: Path, base: Path) -> str:
+    """`path` relative to the YAML's folder when inside it (portable), else absolute."""
+    path, base = path.resolve(), base.resolve()
+    if path == base or base in path.parents:
+        return Path(os.path.relpath(path, base)).as_posix()
+    return path.as_posix()
+
+
+def render_endpoint(spec: EndpointSpec) -> dict[str, Any]:
+    """The managed online endpoint document (no traffic: see the module docstring)."""
+    document: dict[str, Any] = {"$schema": ENDPOINT_SCHEMA, "name": spec.name, "auth_mode": spec.auth_mode}
+    if spec.description:
+        document["description"] = spec.description
+    if spec.tags:
+        document["tags"] = dict(spec.tags)
+    return document
+
+
+def _probe(probe: ProbeSpec) -> dict[str, int]:
+    return {
+        "initial_delay": probe.initial_delay,
+        "period": probe.period,
+        "timeout": probe.timeout,
+        "success_threshold": probe.success_threshold,
+        "failure_threshold": probe.failure_threshold,
+    }
+
+
+def _environment(spec: DeploymentSpec, yaml_dir: Path) -> str | dict[str, str]:
+    environment = spec.environment
+    if environment.is_registered:
+        return environment.name
+    assert environment.image is not None and environment.conda_file is not None  # checked by EnvironmentSpec
+    return {"image": environment.image, "conda_file": _relative(environment.conda_file, yaml_dir)}
+
+
+def worker_env(spec: DeploymentSpec) -> dict[str, str]:
+    """Environment variables of the container: the inference server runs WORKER_COUNT workers, which must match
+    max_concurrent_requests_per_instance (Azure ML's deployment schema notes), then the user's own."""
+    return {"WORKER_COUNT": str(spec.max_concurrent_requests), **dict(spec.env_vars)}
+
+
+def render_deployment(spec: DeploymentSpec, yaml_dir: Path) -> dict[str, Any]:
+    """The managed online deployment document; code and conda file paths are relative to `yaml_dir`."""
+    document: dict[str, Any] = {
+        "$schema": DEPLOYMENT_SCHEMA,
+        "name": spec.name,
+        "endpoint_name": spec.endpoint_name,
+    }
+    if spec.description:
+        document["description"] = spec.description
+    document["model"] = spec.model.asset
+    document["code_configuration"] = {"code": _relative(spec.code, yaml_dir), "scoring_script": spec.scoring_script}
+    document["environment"] = _environment(spec, yaml_dir)
+    document["environment_variables"] = worker_env(spec)
+    document["instance_type"] = spec.instance_type
+    document["instance_count"] = spec.instance_count
+    document["request_settings"] = {
+        "request_timeout_ms": spec.request_timeout_ms,
+        "max_concurrent_requests_per_instance": spec.max_concurrent_requests,
+    }
+    document["liveness_probe"] = _probe(spec.liveness_probe)
+    document["readiness_probe"] = _probe(spec.readiness_probe)
+    if spec.tags:
+        document["tags"] = dict(spec.tags)
+    return document
+
+
+def to_yaml(document: Mapping[str, Any], name: str, command: str) -> str:
+    """Deterministic YAML text with a header saying which `az ml` command reads it."""
+    import yaml
+
+    body = yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False, width=100_000, allow_unicode=True)
+    return HEADER.format(command=command, name=name) + body
+
+
+def write_endpoint_yaml(spec: EndpointSpec, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_yaml(render_endpoint(spec), path.name, "online-endpoint"), encoding="utf-8")
+    return path
+
+
+def write_deployment_yaml(spec: DeploymentSpec, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = render_deployment(spec, path.parent)
+    path.write_text(to_yaml(document, path.name, "online-deployment"), encoding="utf-8")
+    return path
