@@ -31,8 +31,20 @@ from tests.azure_fakes import (
 Responder = Callable[[str, dict[str, Any]], str]  # (deployment, request) -> response body
 
 
+class Timed:
+    """Also log each call as (group, method, kwargs) in a list shared by all groups: the order across groups."""
+
+    group = ""
+    timeline: list[tuple[str, str, dict[str, Any]]] | None = None
+
+    def _record(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self.timeline is not None:
+            self.timeline.append((self.group, method, kwargs))
+        super()._record(method, *args, **kwargs)  # type: ignore[misc]
+
+
 # ---------------------------------------------------------------------------------------------------------- models
-class FakeModelOperations(FakeOperations):
+class FakeModelOperations(Timed, FakeOperations):
     """`ml_client.models`: create_or_update (uploads a local folder), list(name=), get, download."""
 
     def __init__(self) -> None:
@@ -99,7 +111,7 @@ class FakeModelOperations(FakeOperations):
 
 
 # ------------------------------------------------------------------------------------------------- deployments
-class FakeOnlineDeploymentOperations(FakeOperations):
+class FakeOnlineDeploymentOperations(Timed, FakeOperations):
     """`ml_client.online_deployments`: begin_create_or_update, get, list, begin_delete."""
 
     def __init__(self) -> None:
@@ -200,7 +212,7 @@ def answer(request: dict[str, Any], labels: tuple[str, ...] = ("negative", "posi
     )
 
 
-class FakeOnlineEndpointOperations(FakeOperations):
+class FakeOnlineEndpointOperations(Timed, FakeOperations):
     """`ml_client.online_endpoints`: begin_create_or_update, get, list, get_keys, invoke, begin_delete."""
 
     def __init__(self, deployments: FakeOnlineDeploymentOperations, responder: Responder | None = None) -> None:
@@ -310,7 +322,7 @@ class FakeOnlineEndpointOperations(FakeOperations):
 
 
 # ------------------------------------------------------------------------------------------------------- sweeps
-class FakeSweepJobOperations(FakeJobOperations):
+class FakeSweepJobOperations(Timed, FakeJobOperations):
     """`ml_client.jobs` that also knows sweeps: get(sweep) has an objective, list(parent_job_name=) its trials."""
 
     def __init__(self) -> None:
@@ -366,4 +378,14 @@ def fake_endpoint_client(responder: Responder | None = None, **operations: Any) 
         "jobs": FakeSweepJobOperations(),
     }
     groups.update(operations)
+    timeline: list[tuple[str, str, dict[str, Any]]] = []
+    for name, group in groups.items():
+        if isinstance(group, Timed):
+            group.group, group.timeline = name, timeline
     return fake_ml_client(**groups)
+
+
+def sequence(client: Any) -> list[str]:
+    """'group.method' of every call so far, in order, across the fake groups (gets and lists left out)."""
+    timeline = client.online_endpoints.timeline or []
+    return [f"{group}.{method}" for group, method, _ in timeline if method not in ("get", "list")]
