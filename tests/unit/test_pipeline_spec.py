@@ -167,7 +167,7 @@ def test_overrides_are_type_checked_with_actionable_errors() -> None:
     with pytest.raises(SpecError) as unknown:
         apply_overrides(spec, {"epoch": "3"})
     assert "has no input 'epoch'" in str(unknown.value)
-    assert "epochs (integer, default 10)" in str(unknown.value)
+    assert "epochs (integer, default 50)" in str(unknown.value)
     assert "data (uri_folder, no default)" in str(unknown.value)
     with pytest.raises(SpecError, match="no step 'training'"):
         apply_overrides(spec, {"training.max_steps": "3"})
@@ -181,7 +181,7 @@ def test_overrides_are_type_checked_with_actionable_errors() -> None:
     )
     assert (changed.inputs["epochs"].value, changed.inputs["lr"].value) == (3, 0.01)
     assert changed.compute_of(changed.steps["train"]) == "my-gpus"
-    assert spec.inputs["epochs"].value == 10  # the original is unchanged
+    assert spec.inputs["epochs"].value == 50  # the original is unchanged
     train = changed.steps["train"]
     values: dict[str, Any] = {**changed.resolve_step_inputs(train), "data": "/d"}
     command = render_command(train.component, values, {"model": "/m", "checkpoints": "/c"})

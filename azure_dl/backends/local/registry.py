@@ -53,8 +53,15 @@ class RegisteredModel:
 
 
 def default_tracking_uri() -> str:
-    """The CLI's store: MLFLOW_TRACKING_URI, else a SQLite file where the user runs the CLI."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """The CLI's store: MLFLOW_TRACKING_URI (a relative SQLite path made absolute, since subprocesses run in
+    other folders), else a SQLite file where the user runs the CLI."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return f"{prefix}{Path.cwd().resolve() / uri[len(prefix) :]}"
+    return uri
 
 
 def content_hash(folder: Path) -> str:
@@ -177,6 +184,9 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
 
 def mlflow_client(uri: str) -> Any:
     from mlflow import MlflowClient
+
+    # MLflow draws a progress bar for every artifact transfer, even a 1 KB file; the CLI prints its own summary.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     # An explicit client instead of the fluent API: no global tracking state to set and restore.
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
