@@ -289,6 +289,9 @@ class _Context:
         except KeyboardInterrupt:
             self.tracking.end(run_id, "KILLED")
             raise
+        if getattr(completed, "interrupted", False):  # Ctrl-C reached the step: stop the whole pipeline
+            self.tracking.end(run_id, "KILLED")
+            raise KeyboardInterrupt
         returncode = int(getattr(completed, "returncode", 1))
         duration = time.monotonic() - started
         if returncode != 0:
