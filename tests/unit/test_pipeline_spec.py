@@ -26,6 +26,11 @@ from azure_dl.pipeline_spec import (
 )
 from tests.golden_utils import assert_golden, normalise
 
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",
+    "ignore::marshmallow.warnings.RemovedInMarshmallow4Warning",
+)
+
 REPO_ROOT = PIPELINES_DIR.parent
 COMPONENTS = sorted((PIPELINES_DIR / "components").glob("*.yml"))
 
