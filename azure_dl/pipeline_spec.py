@@ -1,9 +1,11 @@
-"""Pipeline definitions in pipelines/: load the pipeline job YAML and its components, apply overrides, validate.
+"""Pipeline definitions in pipelines/: load a pipeline and its components, override inputs, validate, render, plan.
 
 The YAML files are Azure ML CLI v2 documents (a `type: pipeline` job whose steps reference command components);
 this module reads them as plain data, SDK-free, so the local runner, the dry-run renderer and the Azure adaptor
 all work from the same graph. Pipeline job inputs are literals in that format, so an input's declared type is
-the type of the component inputs it is bound to (or the data type it states).
+the type of the component inputs it is bound to (or the data type it states). The rendered DIR/pipeline.yml
+inlines the components, points their `code` at the staged snapshot and copies the environments, so the folder
+is self-contained; the plan bounds each step's cost by list price x its time limit.
 """
 
 from __future__ import annotations
