@@ -2,14 +2,22 @@
 
 Request `{"images": ["<base64 JPEG/PNG/BMP>", ...], "top_k": 3}`; answer `{"predictions": [{"label", "score",
 "probabilities"}]}` in request order; client errors -> HTTP 400 `{"message": ...}` (see training_scripts/scoring.py).
-Runs under azureml-inference-server-http with AZUREML_MODEL_DIR set and this folder's parent on sys.path.
+Runs under azureml-inference-server-http with AZUREML_MODEL_DIR set.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
-from training_scripts import scoring
+# Azure ML puts the scoring script's own folder on sys.path (AML_APP_ROOT), not the code root above it that holds
+# the training_scripts package: add that root, last, so that nothing installed is shadowed.
+_CODE_ROOT = str(Path(__file__).resolve().parent.parent)
+if _CODE_ROOT not in sys.path:
+    sys.path.append(_CODE_ROOT)
+
+from training_scripts import scoring  # noqa: E402
 
 _scorer: scoring.Scorer | None = None
 

@@ -68,17 +68,20 @@ def test_resolve_model_takes_folders_and_registry_references(tmp_path: Path, mon
 
 
 def test_server_argv_runs_the_launcher_with_azmlinfsrvs_own_flags(tmp_path: Path) -> None:
-    argv = endpoint.server_argv(
-        "/py", tmp_path, "text-classification", tmp_path / "m", host="127.0.0.1", port=5005, workers=2
-    )
-    assert argv[:4] == ["/py", str(tmp_path / "endpoint_launcher.py"), "--host", "127.0.0.1"]
+    script = endpoint.entry_script(tmp_path / "code", "text-classification")
+    assert script == tmp_path / "code" / "training_scripts" / "score_lstm.py"
+    launcher = tmp_path / "launcher" / "endpoint_launcher.py"
+    argv = endpoint.server_argv("/py", launcher, script, tmp_path / "m", host="127.0.0.1", port=5005, workers=2)
+    assert argv[:4] == ["/py", str(launcher), "--host", "127.0.0.1"]
     flags = dict(zip(argv[4::2], argv[5::2]))
     assert flags == {
-        "--entry_script": str(tmp_path / "training_scripts" / "score_lstm.py"),
+        "--entry_script": str(script),
         "--model_dir": str(tmp_path / "m"),
         "--port": "5005",
         "--worker_count": "2",
     }
+    with pytest.raises(AzureDLError, match="--workers 0"):
+        endpoint.server_argv("/py", launcher, script, tmp_path, host="127.0.0.1", port=1, workers=0)
 
 
 def test_server_env_sets_the_app_root_and_model_dir_and_drops_overrides(tmp_path: Path) -> None:
@@ -103,7 +106,9 @@ def test_several_workers_share_the_cores_unless_told_otherwise(tmp_path: Path) -
 
 def test_staging_copies_the_code_without_caches_and_links_the_model_like_azure(tmp_path: Path) -> None:
     code = endpoint.stage_code_root(tmp_path / "code")
-    assert (code / "endpoint_launcher.py").is_file()
+    assert sorted(p.name for p in code.iterdir()) == ["training_scripts"]
+    launcher = endpoint.stage_launcher(tmp_path / "launcher")
+    assert launcher == tmp_path / "launcher" / "endpoint_launcher.py" and launcher.is_file()
     assert (code / "training_scripts" / "score_resnet.py").is_file()
     assert (code / "training_scripts" / "scoring.py").is_file()
     assert not list(code.rglob("__pycache__"))

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.trained import REPO_ROOT
 from training_scripts import scoring
 from training_scripts.preprocess import (
     ImagePreprocessConfig,
@@ -324,26 +323,42 @@ def test_run_before_init_is_a_server_fault() -> None:
 
 
 def test_scoring_scripts_run_in_a_fresh_process_without_importing_torch(tmp_path: Path) -> None:
+    """Loaded the way the inference server loads them: by file path, from a copy of the code, with only the
+    script's own folder on sys.path (Azure ML's AML_APP_ROOT) and azure-dl not installed."""
+    from azure_dl.backends.local.endpoint import stage_code_root
+
+    code = stage_code_root(tmp_path / "code")
     make_model_dir(tmp_path / "image" / "output", "image")
     make_model_dir(tmp_path / "text" / "output", "text")
     probe = f"""
-import json, sys
-from training_scripts import score_resnet, score_lstm
-import os
+import importlib.util, json, os, sys
+# Like a deployment: no editable install of this repository, the scripts' folder appended to sys.path.
+sys.meta_path = [finder for finder in sys.meta_path if "editable" not in repr(finder)]
+sys.path.append({str(code / "training_scripts")!r})
+
+def load(name):
+    spec = importlib.util.spec_from_file_location("entry_module", {str(code / "training_scripts")!r} + "/" + name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 os.environ["AZUREML_MODEL_DIR"] = {str(tmp_path / "image")!r}
+score_resnet = load("score_resnet.py")
 score_resnet.init()
 image = score_resnet.run(json.dumps({{"images": [{GOOD!r}], "top_k": 1}}))
 os.environ["AZUREML_MODEL_DIR"] = {str(tmp_path / "text")!r}
+score_lstm = load("score_lstm.py")
 score_lstm.init()
 text = score_lstm.run('{{"texts": ["good movie"]}}')
 bad = score_lstm.run("{{")
 print(json.dumps({{"image": image, "text": text, "bad": bad.status_code,
+                  "scoring": sys.modules["training_scripts.scoring"].__file__,
                   "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}}))
 """
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -352,6 +367,7 @@ print(json.dumps({{"image": image, "text": text, "bad": bad.status_code,
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["torch"] == []
+    assert answer["scoring"] == str(code / "training_scripts" / "scoring.py")
     assert len(answer["image"]["predictions"][0]["probabilities"]) == 1
     assert set(answer["text"]["predictions"][0]["probabilities"]) == set(LABELS)
     assert answer["bad"] == 400

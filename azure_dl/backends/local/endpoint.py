@@ -1,10 +1,11 @@
 """A local endpoint: a model's scoring script under the real Azure ML inference server (azmlinfsrv) on this machine.
 
-`LocalEndpoint` stages what an Azure ML deployment container holds - a code root (a copy of training_scripts/ plus
-endpoint_launcher.py) and the model in Azure's layout (AZUREML_MODEL_DIR = azureml-models/NAME/VERSION, the
-registered folder one level below it, here a symlink to the model folder) - starts the server in its own process
-group with AML_APP_ROOT at the code root, waits until `GET /` answers "Healthy", and stops the whole group
-(SIGTERM, then SIGKILL) on `stop()`. The server binds
+`LocalEndpoint` stages what an Azure ML deployment container holds - the uploaded code (a copy of
+training_scripts/) and the model in Azure's layout (AZUREML_MODEL_DIR = azureml-models/NAME/VERSION, the registered
+folder one level below it, here a symlink to the model folder) - and sets AML_APP_ROOT as Azure ML does, to the
+folder of the scoring script (code/training_scripts, so the scripts must find their package themselves). It starts
+the server in its own process group, waits until `GET /` answers "Healthy", and stops the whole group (SIGTERM,
+then SIGKILL) on `stop()`. The server binds
 127.0.0.1 unless told otherwise: azmlinfsrv hard-codes 0.0.0.0, so it is started through endpoint_launcher.py,
 which changes only that host before calling the server's own `amlserver.run()`.
 
@@ -105,15 +106,25 @@ def training_scripts_dir() -> Path:
 
 
 def stage_code_root(destination: Path, training_scripts: Path | None = None) -> Path:
-    """Copy training_scripts/ (no caches) and the launcher into `destination`: the code root a deployment uploads."""
+    """Copy training_scripts/ (no caches) into `destination`: the code a deployment uploads."""
     training_scripts = training_scripts or training_scripts_dir()
     destination.mkdir(parents=True, exist_ok=True)
     target = destination / "training_scripts"
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(training_scripts, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
-    shutil.copy2(Path(__file__).with_name(LAUNCHER_FILE), destination / LAUNCHER_FILE)
     return destination
+
+
+def stage_launcher(destination: Path) -> Path:
+    """Copy endpoint_launcher.py into a folder of its own (run by path, its folder lands on sys.path)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(Path(__file__).with_name(LAUNCHER_FILE), destination / LAUNCHER_FILE))
+
+
+def entry_script(code_root: Path, task: str) -> Path:
+    """The scoring script for `task` inside a staged code root."""
+    return code_root / SCORING_SCRIPTS[task]
 
 
 def stage_model_dir(destination: Path, model_dir: Path, name: str, version: str) -> Path:
@@ -129,18 +140,18 @@ def stage_model_dir(destination: Path, model_dir: Path, name: str, version: str)
 
 
 def server_argv(
-    python: str, code_root: Path, task: str, model_dir: Path, *, host: str, port: int, workers: int
+    python: str, launcher: Path, script: Path, model_dir: Path, *, host: str, port: int, workers: int
 ) -> list[str]:
-    """The command that runs azmlinfsrv (through the launcher) for a model of `task`."""
+    """The command that runs azmlinfsrv (through the launcher) with the scoring script `script`."""
     if workers < 1:
         raise AzureDLError(f"--workers {workers}: need at least one worker process")
     return [
         python,
-        str(code_root / LAUNCHER_FILE),
+        str(launcher),
         "--host",
         host,
         "--entry_script",
-        str(code_root / SCORING_SCRIPTS[task]),
+        str(script),
         "--model_dir",
         str(model_dir),
         "--port",
@@ -152,14 +163,15 @@ def server_argv(
 
 def server_env(
     base: Mapping[str, str],
-    code_root: Path,
+    app_root: Path,
     model_dir: Path,
     *,
     workers: int,
     isolated: bool = False,
     runtime_dir: Path | None = None,
 ) -> dict[str, str]:
-    """The server's environment: AML_APP_ROOT and AZUREML_MODEL_DIR set, the server's own overrides removed.
+    """The server's environment: AML_APP_ROOT (the scoring script's folder, as in Azure ML) and AZUREML_MODEL_DIR
+    set, the server's own overrides removed.
 
     With several workers and no AZURE_DL_ORT_THREADS set, each worker's ONNX Runtime gets cores / workers
     threads so that the workers do not fight over the cores. `isolated` (a separate inference environment)
@@ -171,7 +183,7 @@ def server_env(
     if isolated:
         env.pop("PYTHONPATH", None)
         env.pop("PYTHONHOME", None)
-    env["AML_APP_ROOT"] = str(code_root)
+    env["AML_APP_ROOT"] = str(app_root)
     env["AZUREML_MODEL_DIR"] = str(model_dir)
     env["PYTHONUNBUFFERED"] = "1"
     if runtime_dir is not None:
@@ -249,15 +261,16 @@ class LocalEndpoint:
         spec = self.spec
         check_port_free(spec.host, spec.port)
         self._staging = staging = Path(tempfile.mkdtemp(prefix="azure-dl-serve-"))
-        code_root = stage_code_root(staging / "code")
+        script = entry_script(stage_code_root(staging / "code"), spec.task)
+        launcher = stage_launcher(staging / "launcher")
         model_root = stage_model_dir(staging / "azureml-models", spec.model_dir, spec.model_name, spec.model_version)
         runtime_dir = staging / "run"
         runtime_dir.mkdir(mode=0o700)
         argv = server_argv(
-            spec.python, code_root, spec.task, model_root, host=spec.host, port=spec.port, workers=spec.workers
+            spec.python, launcher, script, model_root, host=spec.host, port=spec.port, workers=spec.workers
         )
         env = server_env(
-            os.environ, code_root, model_root, workers=spec.workers, isolated=spec.isolated, runtime_dir=runtime_dir
+            os.environ, script.parent, model_root, workers=spec.workers, isolated=spec.isolated, runtime_dir=runtime_dir
         )
         output: IO[bytes] | None = None
         if self.log_path is not None:
@@ -265,7 +278,7 @@ class LocalEndpoint:
             self._log = output = self.log_path.open("ab")
         self.process = subprocess.Popen(
             argv,
-            cwd=code_root,
+            cwd=staging,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,
