@@ -301,6 +301,22 @@ def validate_mirror(
     return mirror
 
 
+def check_split(traffic: Mapping[str, int] | None, mirror: Mapping[str, int] | None) -> None:
+    """What can be checked without the endpoint: a split sums to 100 (deployments it leaves out get 0), and a
+    mirror goes to one deployment, at most 50%, not one the split gives live traffic."""
+    if traffic is not None:
+        validate_traffic(traffic, traffic)
+    if mirror is not None:
+        mirror = {name: value for name, value in mirror.items() if value > 0}
+        if len(mirror) > 1:
+            raise SpecError(f"mirror traffic can go to one deployment only, got {', '.join(mirror)}")
+        for name, percent in mirror.items():
+            if percent > MAX_MIRROR_PERCENT:
+                raise SpecError(f"--mirror {name}={percent}: Azure ML mirrors at most {MAX_MIRROR_PERCENT}% of traffic")
+            if traffic is not None and traffic.get(name, 0) > 0:
+                validate_mirror(mirror, traffic, traffic)
+
+
 def check_env_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     """NAME=VALUE pairs as a dict; a name given twice is an error."""
     result: dict[str, str] = {}

@@ -168,3 +168,16 @@ def test_batch_limit_variable_matches_the_scoring_scripts() -> None:
 
     assert (MAX_BATCH_ENV, DEFAULT_MAX_BATCH) == (scoring.MAX_BATCH_ENV, scoring.DEFAULT_MAX_BATCH)
     assert deploy.DEFAULT_MAX_BATCH == DEFAULT_MAX_BATCH
+
+
+def test_check_split_offline() -> None:
+    from azure_dl.endpoint_spec import check_split
+
+    check_split({"blue": 90, "green": 10}, {"red": 20})
+    check_split(None, {"green": 50})
+    with pytest.raises(SpecError, match="sums to 110"):
+        check_split({"blue": 90, "green": 20}, None)
+    with pytest.raises(SpecError, match="at most 50%"):
+        check_split(None, {"green": 51})
+    with pytest.raises(SpecError, match="takes 10% of live traffic"):
+        check_split({"blue": 90, "green": 10}, {"green": 10})

@@ -1,0 +1,155 @@
+"""`azure-dl endpoint show|traffic|rollback|delete`: inspect a managed online endpoint, move or restore its traffic
+split, and delete a deployment or the whole endpoint (which stops its billing). Keys are never shown."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from azure_dl.workspace import add_workspace_arguments
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "endpoint",
+        help="show a managed online endpoint, move/roll back its traffic, delete it or a deployment",
+        description=__doc__,
+    )
+    actions = parser.add_subparsers(dest="endpoint_action", metavar="ACTION")
+
+    show = actions.add_parser("show", help="deployments, traffic, mirror traffic and scoring URI (never keys)")
+    show.add_argument("name", metavar="E", help="endpoint name")
+    show.set_defaults(handler=_show)
+
+    traffic = actions.add_parser(
+        "traffic",
+        help="set the traffic split (the split it replaces is recorded for rollback)",
+        description="Percentages must sum to 100 over the endpoint's deployments (unnamed ones get 0).",
+    )
+    traffic.add_argument("name", metavar="E", help="endpoint name")
+    traffic.add_argument("split", metavar="D=P,...", nargs="?", help="e.g. blue=90,green=10 (default: keep)")
+    traffic.add_argument(
+        "--mirror",
+        metavar="D=P",
+        help="copy P%% (<= 50) of live requests to D, a deployment at 0%%; `none` stops mirroring (default: keep)",
+    )
+    traffic.set_defaults(handler=_traffic)
+
+    rollback = actions.add_parser("rollback", help="restore the traffic split from before the last change")
+    rollback.add_argument("name", metavar="E", help="endpoint name")
+    rollback.set_defaults(handler=_rollback)
+
+    delete = actions.add_parser("delete", help="delete a deployment (--deployment) or the whole endpoint")
+    delete.add_argument("name", metavar="E", help="endpoint name")
+    delete.add_argument("--deployment", metavar="D", help="delete only this deployment (it must take no traffic)")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation (default: ask)")
+    delete.set_defaults(handler=_delete)
+
+    for action in (show, traffic, rollback, delete):
+        add_workspace_arguments(action)
+    parser.set_defaults(handler=lambda _args: _print_help(parser))
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from azure_dl.backends.azureml import client as azure_client
+
+    return azure_client.client_from_args(args)
+
+
+def _split(values: Any) -> str:
+    return ", ".join(f"{name}={percent}%" for name, percent in values.items()) or "none"
+
+
+def print_state(state: Any) -> None:
+    from azure_dl.console import print_key_values, print_table
+
+    rows = [
+        ("auth", state.auth_mode or "?"),
+        ("state", state.provisioning_state or "?"),
+        ("scoring URI", state.scoring_uri or "not yet"),
+        ("traffic", _split(state.live)),
+        ("mirror", _split(state.mirror)),
+        ("rollback to", _split(state.previous["traffic"]) if state.previous else "nothing recorded"),
+    ]
+    print_key_values(f"Endpoint {state.name}", rows)
+    table = [
+        [
+            d.name,
+            d.model,
+            d.instance_type,
+            str(d.instance_count),
+            d.state,
+            f"{state.traffic.get(d.name, 0)}%",
+            f"{state.mirror.get(d.name, 0)}%",
+        ]
+        for d in state.deployments
+    ]
+    print_table("Deployments", ["name", "model", "instance type", "count", "state", "traffic", "mirror"], table)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from azure_dl.backends.azureml.endpoints import read_endpoint
+    from azure_dl.errors import AzureDLError
+
+    ml_client = _client(args)
+    state = read_endpoint(ml_client, args.name)
+    if not state.exists:
+        raise AzureDLError(f"endpoint {args.name} does not exist in workspace {ml_client.workspace_name}")
+    print_state(state)
+    return 0
+
+
+def _traffic(args: argparse.Namespace) -> int:
+    from azure_dl.backends.azureml.endpoints import set_traffic
+    from azure_dl.console import note
+    from azure_dl.endpoint_spec import check_name, check_split, parse_split
+    from azure_dl.errors import SpecError
+
+    check_name(args.name, "endpoint")
+    if args.split is None and args.mirror is None:
+        raise SpecError("nothing to change", hint=f"e.g. azure-dl endpoint traffic {args.name} blue=90,green=10")
+    split = parse_split(args.split) if args.split else None
+    mirror: dict[str, int] | None = None
+    if args.mirror is not None:
+        mirror = {} if args.mirror.strip().lower() == "none" else parse_split(args.mirror, "--mirror")
+    check_split(split, mirror)
+    state = set_traffic(_client(args), args.name, split, mirror, log=note)
+    print_state(state)
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from azure_dl.backends.azureml.endpoints import rollback
+
+    state = rollback(_client(args), args.name)
+    print(f"Rolled back endpoint {args.name} to {_split(state.live)}")
+    print_state(state)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from azure_dl.backends.azureml.endpoints import delete_deployment, delete_endpoint
+    from azure_dl.errors import ConfigError
+
+    ml_client = _client(args)
+    what = f"deployment {args.deployment} of endpoint {args.name}" if args.deployment else f"endpoint {args.name}"
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"deleting {what} needs confirmation", hint="pass --yes")
+        scope = "" if args.deployment else " and all its deployments"
+        answer = input(f"Delete {what}{scope} in workspace {ml_client.workspace_name}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing deleted.")
+            return 1
+    if args.deployment:
+        delete_deployment(ml_client, args.name, args.deployment)
+    else:
+        delete_endpoint(ml_client, args.name)
+    print(f"Deleted {what}")
+    return 0
