@@ -100,8 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
         note(f"warning: listening on {args.host}: anyone who can reach this machine can call the endpoint (no key)")
     server = endpoint.LocalEndpoint(spec)
     restore = _stop_on_signals()
-    server.start()
     try:
+        server.start()
         server.wait_ready(args.startup_timeout)
         example = "--image IMAGE.jpg" if task == "image-classification" else '--text "some text"'
         print(

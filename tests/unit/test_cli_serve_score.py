@@ -236,6 +236,25 @@ def test_serve_refuses_a_folder_that_is_not_a_model(
     assert "is not a training output folder" in capsys.readouterr().err
 
 
+def test_serve_cleans_up_when_the_server_cannot_start(
+    fake_endpoint: type[FakeEndpoint],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import signal
+
+    def busy(self: FakeEndpoint) -> None:
+        raise AzureDLError("cannot listen on 127.0.0.1:5001: Address already in use", hint="pick another port")
+
+    monkeypatch.setattr(FakeEndpoint, "start", busy)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["serve", str(model_folder(tmp_path))]) == 2
+    assert "Address already in use" in capsys.readouterr().err
+    assert fake_endpoint.instances[0].events == ["stop"]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_serve_restores_the_signal_handlers() -> None:
     import signal
 
