@@ -222,6 +222,40 @@ def _prepare_texts(folder: Path, cfg: TextPreprocessConfig, data: Path | None, w
     return encode_texts(texts, Vocabulary.load(folder), cfg), described
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """An INT8 model next to its fp32 original, with the held-out inputs that judge it."""
+
+    int8: Path
+    method: str
+    input_name: str
+    held_out: np.ndarray
+    calibrated: int
+    data: str
+
+
+def make_candidate(folder: Path, workdir: Path, *, data: Path | None = None) -> Candidate:
+    """Quantize folder/model.onnx into workdir/model.int8.onnx the way its task calls for (folder is unchanged)."""
+    folder = Path(folder)
+    fp32 = folder / MODEL_FILE
+    if not fp32.is_file():
+        raise QuantizationError(f"{folder} has no {MODEL_FILE}")
+    cfg = load_preprocess_config(folder)
+    int8 = workdir / "model.int8.onnx"
+    if isinstance(cfg, ImagePreprocessConfig):
+        calibration, held_out, described = _prepare_images(cfg, data, workdir)
+        quantize_static_qdq(fp32, int8, "pixel_values", calibration, workdir)
+        return Candidate(int8, "static_qdq", "pixel_values", held_out, len(calibration), described)
+    held_out, described = _prepare_texts(folder, cfg, data, workdir)
+    quantize_dynamic_int8(fp32, int8)
+    return Candidate(int8, "dynamic", "input_ids", held_out, 0, described)
+
+
+def agreement(fp32: Path, int8: Path, input_name: str, inputs: np.ndarray) -> float:
+    """Share of rows whose top-1 class is the same under both models."""
+    return float(np.mean(top1(fp32, input_name, inputs) == top1(int8, input_name, inputs)))
+
+
 def quantize_folder(
     folder: Path, *, data: Path | None = None, min_agreement: float = DEFAULT_MIN_AGREEMENT
 ) -> QuantizationReport:
@@ -232,47 +266,36 @@ def quantize_folder(
     """
     import onnxruntime as ort
 
-    folder = Path(folder)
-    fp32 = folder / MODEL_FILE
-    if not fp32.is_file():
-        raise QuantizationError(f"{folder} has no {MODEL_FILE}")
     if not 0 < min_agreement <= 1:
         raise QuantizationError(f"min_agreement must be in (0, 1], got {min_agreement}")
-    cfg = load_preprocess_config(folder)
+    folder = Path(folder)
+    fp32 = folder / MODEL_FILE
     with tempfile.TemporaryDirectory(prefix="azure-dl-quantize-") as tmp:
-        workdir = Path(tmp)
-        int8 = workdir / "model.int8.onnx"
-        if isinstance(cfg, ImagePreprocessConfig):
-            calibration, held_out, described = _prepare_images(cfg, data, workdir)
-            input_name, method, calibrated = "pixel_values", "static_qdq", len(calibration)
-            quantize_static_qdq(fp32, int8, input_name, calibration, workdir)
-        else:
-            held_out, described = _prepare_texts(folder, cfg, data, workdir)
-            input_name, method, calibrated = "input_ids", "dynamic", 0
-            quantize_dynamic_int8(fp32, int8)
-        agreement = float(np.mean(top1(fp32, input_name, held_out) == top1(int8, input_name, held_out)))
-        accepted = agreement >= min_agreement
+        candidate = make_candidate(folder, Path(tmp), data=data)
+        agreed = agreement(fp32, candidate.int8, candidate.input_name, candidate.held_out)
+        accepted = agreed >= min_agreement
         verdict = "kept INT8" if accepted else "kept fp32"
+        held_out = len(candidate.held_out)
         report = QuantizationReport(
             accepted=accepted,
-            method=method,
-            agreement=agreement,
+            method=candidate.method,
+            agreement=agreed,
             min_agreement=min_agreement,
-            held_out=len(held_out),
-            calibration=calibrated,
-            data=described,
+            held_out=held_out,
+            calibration=candidate.calibrated,
+            data=candidate.data,
             fp32_bytes=fp32.stat().st_size,
-            int8_bytes=int8.stat().st_size,
+            int8_bytes=candidate.int8.stat().st_size,
             fp32_sha256=_sha256(fp32),
-            int8_sha256=_sha256(int8),
+            int8_sha256=_sha256(candidate.int8),
             onnxruntime_version=ort.__version__,
             reason=(
-                f"top-1 agreement with fp32 {agreement:.2%} on {len(held_out)} held-out items "
+                f"top-1 agreement with fp32 {agreed:.2%} on {held_out} held-out items "
                 f"{'>=' if accepted else '<'} {min_agreement:.0%}: {verdict}"
             ),
         )
         if accepted:
-            shutil.copyfile(int8, fp32)
+            shutil.copyfile(candidate.int8, fp32)
     (folder / QUANTIZATION_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
 
