@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from azure_dl.errors import SpecError
 
@@ -82,24 +83,23 @@ def _read_ignore(root: Path) -> list[str]:
     ignore = root / IGNORE_FILE
     if not ignore.is_file():
         return []
-    lines = (line.strip() for line in ignore.read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    lines = (line.rstrip("\n") for line in ignore.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _ignored(relative: str, is_dir: bool, patterns: Iterable[str]) -> bool:
-    name = relative.rsplit("/", 1)[-1]
-    for pattern in patterns:
-        directory_only = pattern.endswith("/")
-        pattern = pattern.rstrip("/")
-        if directory_only and not is_dir:
-            continue
-        anchored = pattern.startswith("/")
-        pattern = pattern.lstrip("/")
-        if fnmatch.fnmatch(relative, pattern) or (
-            not anchored and "/" not in pattern and fnmatch.fnmatch(name, pattern)
-        ):
-            return True
-    return False
+def _ignored(relative: str, is_dir: bool, patterns: list[str]) -> bool:
+    """gitignore semantics (negation `!`, anchoring `/`, `**`, directory-only `dir/`), as Azure ML reads .amlignore."""
+    if not patterns:
+        return False
+    import pathspec  # an azure-ai-ml dependency; imported here to keep `--help` light
+
+    spec = _SPEC_CACHE.get(tuple(patterns))
+    if spec is None:
+        spec = _SPEC_CACHE.setdefault(tuple(patterns), pathspec.GitIgnoreSpec.from_lines(patterns))
+    return bool(spec.match_file(relative + "/" if is_dir else relative))
+
+
+_SPEC_CACHE: dict[tuple[str, ...], Any] = {}
 
 
 def _walk(root: Path, patterns: list[str], notes: list[str], max_file_bytes: int) -> Iterator[tuple[Path, str]]:

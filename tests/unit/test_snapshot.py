@@ -92,3 +92,20 @@ def test_restaging_replaces_an_old_snapshot_but_never_a_foreign_folder(tmp_path:
     with pytest.raises(SpecError, match="not an azure-dl snapshot"):
         stage_snapshot(project, foreign)
     assert (foreign / "precious.txt").read_text() == "keep me\n"
+
+
+def test_amlignore_negation_keeps_only_what_it_reinstates(tmp_path: Path) -> None:
+    """The repo root's own .amlignore (`/*` then `!/training_scripts`) uploads training_scripts/ and nothing else."""
+    code = tmp_path / "repo"
+    for relative in ("training_scripts/train.py", "training_scripts/sub/util.py", "docs/readme.md", "setup.py"):
+        (code / relative).parent.mkdir(parents=True, exist_ok=True)
+        (code / relative).write_text("x = 1\n")
+    (code / ".amlignore").write_text("/*\n!/training_scripts\n**/util.py\n")
+    snapshot = stage_snapshot(code, tmp_path / "snap")
+    assert snapshot.files == ["training_scripts/train.py"]
+
+
+def test_repo_root_amlignore_uploads_only_the_data_plane(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    snapshot = stage_snapshot(repo, tmp_path / "snap")
+    assert {name.split("/")[0] for name in snapshot.files} == {"training_scripts"}
