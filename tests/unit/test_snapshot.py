@@ -102,7 +102,7 @@ def test_amlignore_negation_keeps_only_what_it_reinstates(tmp_path: Path) -> Non
         (code / relative).write_text("x = 1\n")
     (code / ".amlignore").write_text("/*\n!/training_scripts\n**/util.py\n")
     snapshot = stage_snapshot(code, tmp_path / "snap")
-    assert snapshot.files == ["training_scripts/train.py"]
+    assert list(snapshot.files) == ["training_scripts/train.py"]
 
 
 def test_repo_root_amlignore_uploads_only_the_data_plane(tmp_path: Path) -> None:
