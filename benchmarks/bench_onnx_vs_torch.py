@@ -216,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_abs_diff: largest |logit difference| between the two runtimes on the timed input.",
         f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before, {_load(load_after)} after.",
     ]
+    cores = os.cpu_count() or 1
+    if max(load_before[0], load_after[0]) > cores:
+        result.notes.append(
+            f"The machine was busy (1-min load above its {cores} cores): other processes competed for the CPU; "
+            "the multi-threaded rows suffer most (a thread waits at each barrier for a partner that another "
+            "process holds), so compare runtimes within a row, and prefer the 1-thread rows."
+        )
     if not args.smoke or args.save:
         print(f"saved {result.save(args.results_dir)}")
     return 0
