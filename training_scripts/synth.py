@@ -153,7 +153,7 @@ def _add_blobs(
 # The appearance of each class, by position: 0 is healthy, the others are different kinds of opacity.
 _PATTERNS: list[dict[str, Any]] = [
     {"count": (0, 2), "sigma": (0.02, 0.04), "amplitude": (0.04, 0.1)},  # vessel markings only
-    {"count": (1, 3), "sigma": (0.08, 0.18), "amplitude": (0.2, 0.35)},  # diffuse consolidation
+    {"count": (1, 3), "sigma": (0.08, 0.18), "amplitude": (0.25, 0.4)},  # diffuse consolidation
     {"count": (6, 10), "sigma": (0.025, 0.04), "amplitude": (0.2, 0.3)},  # nodules
     {"count": (1, 2), "sigma": (0.2, 0.3), "amplitude": (0.3, 0.4), "lower_zone": True},  # effusion-like haze
 ]
