@@ -261,6 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "set repeat its items.",
         f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before, {_load(load_after)} after.",
     ]
+    cores = os.cpu_count() or 1
+    if max(load_before[0], load_after[0]) > cores:
+        result.notes.append(
+            f"The machine was busy (1-min load above its {cores} cores): other processes competed for the CPU, "
+            "multi-threaded rows most; compare fp32 and int8 within a row (measured back to back), and prefer the "
+            "1-thread rows."
+        )
     if not args.smoke or args.save:
         print(f"saved {result.save(args.results_dir)}")
     return 0
