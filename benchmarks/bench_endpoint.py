@@ -275,12 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "127.0.0.1; gunicorn sync workers (azmlinfsrv's default), one ONNX Runtime session per worker.",
         "The clients run on the same machine as the server and take CPU from it; on a 2-core machine that "
         "lowers requests/s at high concurrency.",
-        f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before, {_load(load_after)} after.",
+        f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before the run, "
+        f"{_load(load_after)} after it (which includes the benchmark's own processes).",
     ]
     cores = os.cpu_count() or 1
-    if max(load_before[0], load_after[0]) > cores:
+    if load_before[0] > cores / 2:
         result.notes.append(
-            f"The machine was busy (1-min load above its {cores} cores): other processes competed for the CPU; "
+            f"The machine was busy (1-min load {load_before[0]:.1f} on {cores} cores before the run): other "
+            "processes competed for the CPU; "
             "absolute latencies are inflated, and differences between runs of a few tens of percent are noise."
         )
     if not args.smoke or args.save:

@@ -214,12 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"analytic N*(2*T*4H(E+H) + 2*H*C) with E={lstm_config['embed_dim']}, H={lstm_config['hidden_size']}, "
         f"C={NUM_CLASSES}, one forward layer.",
         "max_abs_diff: largest |logit difference| between the two runtimes on the timed input.",
-        f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before, {_load(load_after)} after.",
+        f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before the run, "
+        f"{_load(load_after)} after it (which includes the benchmark's own processes).",
     ]
     cores = os.cpu_count() or 1
-    if max(load_before[0], load_after[0]) > cores:
+    if load_before[0] > cores / 2:
         result.notes.append(
-            f"The machine was busy (1-min load above its {cores} cores): other processes competed for the CPU; "
+            f"The machine was busy (1-min load {load_before[0]:.1f} on {cores} cores before the run): other "
+            "processes competed for the CPU; "
             "the multi-threaded rows suffer most (a thread waits at each barrier for a partner that another "
             "process holds), so compare runtimes within a row, and prefer the 1-thread rows."
         )
