@@ -116,12 +116,16 @@ def quantizer_for(args: argparse.Namespace) -> Any:
     return quantize
 
 
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 1e6 else f"{count / 1e3:.1f} KB"
+
+
 def _report_quantization(report: Any) -> None:
     from azure_dl.console import note
 
     if report:
         note(f"quantization: {report['reason']}")
-        note(f"model.onnx: {report['fp32_bytes'] / 1e6:.1f} MB fp32, {report['int8_bytes'] / 1e6:.1f} MB int8")
+        note(f"model.onnx: {_size(report['fp32_bytes'])} fp32, {_size(report['int8_bytes'])} int8")
 
 
 def _register_local(args: argparse.Namespace, folder: Path, min_metrics: dict[str, float], quantize: Any) -> int:
@@ -141,7 +145,7 @@ def _register_local(args: argparse.Namespace, folder: Path, min_metrics: dict[st
     if report:
         note("note: the local registry keeps model.onnx and the contract's sidecars, not quantization.json")
     print_key_values(
-        "Registered locally" if not registered.reused else "Already registered locally (identical content)",
+        "Registered locally" if not registered.reused else "Registered locally before (identical content)",
         [("model", registered.uri), ("reused", "yes" if registered.reused else "no")],
     )
     return 0

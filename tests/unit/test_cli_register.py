@@ -134,7 +134,7 @@ def test_quantize_registers_the_report_and_says_what_it_kept(
     uploaded = azure.models.uploaded["reviews:1"]
     report = json.loads(uploaded["quantization.json"])
     assert report["method"] == "dynamic" and report["held_out"] == 30 and report["data"] == str(texts)
-    assert "on 30 held-out items" in err and "MB fp32" in err
+    assert "on 30 held-out items" in err and "KB fp32" in err
     kept_int8 = uploaded["model.onnx"] != (lstm / "model.onnx").read_bytes()
     assert kept_int8 == report["accepted"] == (report["agreement"] >= 0.99)
     tags = azure.models.calls_to("create_or_update")[0].args[0].tags
