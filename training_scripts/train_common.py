@@ -196,6 +196,8 @@ class PreparedTask:
     run_params: dict[str, Any]  # logged to MLflow; must match for a checkpoint to be resumed
     data_report: dict[str, Any] = field(default_factory=dict)  # counts and skipped items, written + logged
     write_sidecars: Callable[[Path], list[Path]] = lambda folder: []  # e.g. vocab.json
+    # Items that passed the up-front checks but still failed to load during training (replaced, and counted).
+    failed_items: Callable[[], list[str]] = lambda: []
     dynamic_sequence: bool = False
     channels_last: bool = False
 
@@ -313,6 +315,12 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
             )
             if not ctx.is_main:
                 return 0
+            failed = prepared.failed_items()
+            if failed:
+                prepared.data_report["failed_during_training"] = len(failed)
+                progress.warning(
+                    f"{len(failed)} item(s) failed to load during training and were replaced: {failed[:3]}"
+                )
             tracker.log_params({f"data_{key}": value for key, value in prepared.data_report.items()})
             metrics, export = _write_outputs(prepared, result, test, output, tracker, args.parity_tolerance)
             headline = _headline(metrics)

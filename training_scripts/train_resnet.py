@@ -159,6 +159,8 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
             "image_size": args.image_size,
         },
         data_report=report,
+        # Rank 0's own count: each DDP rank loads (and counts) only its shard.
+        failed_items=lambda: [str(path) for ds in (train, val) for path in ds.failed_samples()],
         channels_last=True,
     )
 
