@@ -130,7 +130,7 @@ def _report_quantization(report: Any) -> None:
 
 def _register_local(args: argparse.Namespace, folder: Path, min_metrics: dict[str, float], quantize: Any) -> int:
     from azure_dl.backends.local.registry import check_registration_gate, register_local
-    from azure_dl.console import note, print_key_values
+    from azure_dl.console import print_key_values
 
     report = None
     with tempfile.TemporaryDirectory(prefix="azure-dl-register-") as tmp:
@@ -142,8 +142,6 @@ def _register_local(args: argparse.Namespace, folder: Path, min_metrics: dict[st
             report = quantize(folder)
         registered = register_local(folder, args.name, min_metrics=min_metrics)
     _report_quantization(report)
-    if report:
-        note("note: the local registry keeps model.onnx and the contract's sidecars, not quantization.json")
     print_key_values(
         "Registered locally" if not registered.reused else "Registered locally before (identical content)",
         [("model", registered.uri), ("reused", "yes" if registered.reused else "no")],

@@ -71,6 +71,7 @@ def test_register_is_idempotent_by_content_and_tags_the_version(tmp_path: Path, 
     folder_v1 = tmp_path / "v1"
     shutil.copytree(folder, folder_v1)
     (folder / "metrics.json").write_text(json.dumps(_metrics(0.95)))
+    (folder / "quantization.json").write_text(json.dumps({"kept": "fp32", "agreement": 0.9}))
     changed = register_local(folder, "tiny-resnet")
     assert (changed.version, changed.reused) == ("2", False)
 
@@ -98,6 +99,8 @@ def test_register_is_idempotent_by_content_and_tags_the_version(tmp_path: Path, 
             assert (resolved / name).read_bytes() == (registered / name).read_bytes(), (ref, name)
     with pytest.raises(AzureDLError, match="not registered"):
         resolve_local_model("tiny-resnet:7", cache_dir=tmp_path / "cache")
+    v2 = resolve_local_model("tiny-resnet:2", cache_dir=tmp_path / "cache")
+    assert json.loads((v2 / "quantization.json").read_text())["kept"] == "fp32"
     with pytest.raises(AzureDLError, match="no registered model"):
         resolve_local_model("missing:latest", cache_dir=tmp_path / "cache")
 

@@ -23,7 +23,15 @@ from azure_dl.errors import AzureDLError
 from training_scripts.gate import GATE_METRICS, parity_problem
 
 MODEL_FILE = "model.onnx"
-SIDECAR_FILES = ("labels.json", "vocab.json", "preprocess.json", "metrics.json", "export.json", "model_config.json")
+SIDECAR_FILES = (
+    "labels.json",
+    "vocab.json",
+    "preprocess.json",
+    "metrics.json",
+    "export.json",
+    "model_config.json",
+    "quantization.json",  # written by `register --quantize`: which model (INT8 or fp32) and the agreement
+)
 CONTENT_HASH_TAG = "azure_dl.content_sha256"
 EXTRA_FILES_DIR = "extra_files"  # where mlflow.onnx puts extra_files inside a logged model
 REGISTRY_EXPERIMENT = "azure-dl-registry"
