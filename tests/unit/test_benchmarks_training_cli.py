@@ -1,0 +1,31 @@
+"""The training-throughput and CLI-latency benchmarks run at tiny sizes (--smoke) and render into the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench_cli, bench_training
+from benchmarks.common import load_results
+from benchmarks.report import render
+
+
+@pytest.mark.slow
+def test_bench_training_smoke_writes_both_tables(tmp_path: Path) -> None:
+    assert bench_training.main(["--smoke", "--save", "--threads", "1", "--results", str(tmp_path)]) == 0
+    (result,) = load_results(tmp_path)
+    assert result.name == "training_throughput_cpu"
+    train, loader = result.tables
+    assert {row["case"] for row in train["rows"]} == {"resnet18 32px (smoke)", "lstm tiny (smoke)"}
+    assert all(row["samples/s"] > 0 for row in train["rows"]) and loader["rows"][0]["images/s"] > 0
+    assert "no GPU was lent" in result.notes[0]
+    assert "## Training throughput (CPU)" in render([result])
+
+
+def test_bench_cli_smoke_times_help_and_a_dry_run(tmp_path: Path) -> None:
+    assert bench_cli.main(["--smoke", "--save", "--results", str(tmp_path)]) == 0
+    (result,) = load_results(tmp_path)
+    rows = result.tables[0]["rows"]
+    assert [row["command"] for row in rows] == ["azure-dl --help", "azure-dl submit resnet --dry-run --out DIR"]
+    assert all(row["median s"] > 0 and row["budget s"] for row in rows)
