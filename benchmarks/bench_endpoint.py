@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = BenchmarkResult(
         name=NAME,
         title="Local endpoint (azmlinfsrv) end to end, CPU",
-        command="python -m benchmarks.bench_endpoint " + " ".join(sys.argv[1:] if argv is None else argv),
+        command=" ".join(["python -m benchmarks.bench_endpoint", *(sys.argv[1:] if argv is None else argv)]),
         machine=machine_info(args.machine),
     )
     result.add_table(

@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = BenchmarkResult(
         name=NAME,
         title="ONNX Runtime vs PyTorch eager, CPU inference",
-        command="python -m benchmarks.bench_onnx_vs_torch " + " ".join(sys.argv[1:] if argv is None else argv),
+        command=" ".join(["python -m benchmarks.bench_onnx_vs_torch", *(sys.argv[1:] if argv is None else argv)]),
         machine=machine_info(args.machine),
     )
     result.add_table(
