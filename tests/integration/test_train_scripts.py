@@ -85,14 +85,18 @@ def test_train_resnet_writes_the_output_folder_and_one_mlflow_run(
     assert plots == {"plots/training_curves.png", "plots/confusion_matrix.png"}
 
 
-def test_train_lstm_writes_vocab_and_a_dynamic_length_onnx_model(
+def test_train_lstm_writes_vocab_a_dynamic_length_onnx_model_and_logs_into_a_given_run(
     tmp_path: Path, synth_text_file: Path, mlflow_store: str
 ) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_store)
+    run_id = client.create_run("0").info.run_id  # e.g. a pipeline step's run, handed over in MLFLOW_RUN_ID
     out = tmp_path / "out"
     result = run_script(
         "training_scripts.train_lstm",
         ["--data", str(synth_text_file), "--output", str(out), *TINY_LSTM_ARGS],
-        env=script_env(mlflow_store),
+        env=script_env(mlflow_store, MLFLOW_RUN_ID=run_id),
     )
     check_ok(result)
     _check_output_folder(out, input_name="input_ids", input_dtype="tensor(int64)")
@@ -102,25 +106,12 @@ def test_train_lstm_writes_vocab_and_a_dynamic_length_onnx_model(
     for shape in ((1, 5), (3, 40)):
         logits = session.run(["logits"], {"input_ids": np.ones(shape, dtype=np.int64)})[0]
         assert logits.shape == (shape[0], len(json.loads((out / "labels.json").read_text())))
-    _, run = _only_run(mlflow_store, "azure-dl-lstm")
-    assert run.data.params["seq_len"] == "24" and run.info.status == "FINISHED"
 
-
-def test_mlflow_run_id_from_the_environment_is_used(tmp_path: Path, synth_text_file: Path, mlflow_store: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(mlflow_store)
-    run_id = client.create_run("0").info.run_id  # e.g. a pipeline step's run, handed over in MLFLOW_RUN_ID
-    out = tmp_path / "out"
-    result = run_script(
-        "training_scripts.train_lstm",
-        ["--data", str(synth_text_file), "--output", str(out), *TINY_LSTM_ARGS, "--max-steps", "2"],
-        env=script_env(mlflow_store, MLFLOW_RUN_ID=run_id),
-    )
-    check_ok(result)
     done = [e for e in _events(result.stdout) if e["event"] == "done"]
     assert done[0]["run_id"] == run_id
-    assert "seq_len" in client.get_run(run_id).data.params
+    run = client.get_run(run_id)
+    assert run.data.params["seq_len"] == "24" and run.info.status == "FINISHED"
+    assert client.get_experiment_by_name("azure-dl-lstm") is None, "no new run when MLFLOW_RUN_ID is set"
 
 
 def test_bad_data_is_a_clear_error_before_training(tmp_path: Path) -> None:
