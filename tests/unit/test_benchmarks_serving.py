@@ -68,6 +68,7 @@ def test_bench_endpoint_smoke(tmp_path: Path) -> None:
         assert row["requests_per_s"] > 0 and row["server_run_ms_p50"] > 0
     (row,) = overhead["rows"]
     assert row["overhead_ms"] == pytest.approx(row["http_p50_ms"] - row["run_in_process_ms"])
+    assert row["outside_run_ms"] == pytest.approx(row["http_p50_ms"] - row["server_run_ms"])
     assert "Local endpoint (azmlinfsrv) end to end" in render([result])
 
 
