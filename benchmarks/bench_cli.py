@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, BenchmarkResult, machine_info
+from benchmarks.common import BenchmarkResult, add_output_arguments, machine_info, save_unless_smoke
 
 CLI = [sys.executable, "-m", "azure_dl"]
 COMMANDS: list[tuple[str, list[str], float | None]] = [
@@ -84,14 +84,10 @@ def run(args: argparse.Namespace) -> BenchmarkResult:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="runs per command; median reported (default 7)")
-    parser.add_argument("--machine", default=None, help="label for the machine (default: host name)")
-    parser.add_argument("--smoke", action="store_true", help="one run of the first two commands; saves nothing")
-    parser.add_argument("--save", action="store_true", help="with --smoke: save the result anyway")
-    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
+    add_output_arguments(parser, smoke_help="one run of the first two commands")
     args = parser.parse_args(argv)
     result = run(args)
-    if not args.smoke or args.save:
-        print(f"saved {result.save(args.results)}")
+    save_unless_smoke(result, args)
     return 0
 
 

@@ -29,7 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, BenchmarkResult, machine_info, median_seconds, percentile
+from benchmarks.common import (
+    BenchmarkResult,
+    add_output_arguments,
+    machine_info,
+    median_seconds,
+    percentile,
+    save_unless_smoke,
+)
 
 NAME = "endpoint_local_cpu"
 CONCURRENCY = (1, 4, 8)
@@ -224,10 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--model", type=Path, default=None, help="serve this training output folder (default: ResNet-18, random)"
     )
-    parser.add_argument("--machine", default=None, help="label of the machine in the results (default: host name)")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, few requests; saves nothing unless --save")
-    parser.add_argument("--save", action="store_true", help="with --smoke: save the result anyway")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"where to save (default {RESULTS_DIR})")
+    add_output_arguments(parser, smoke_help="tiny model, few requests")
     args = parser.parse_args(argv)
     if args.repeats < 1 or min(args.workers) < 1:
         parser.error("--repeats and --workers must be at least 1")
@@ -292,8 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "processes competed for the CPU; "
             "absolute latencies are inflated, and differences between runs of a few tens of percent are noise."
         )
-    if not args.smoke or args.save:
-        print(f"saved {result.save(args.results_dir)}")
+    save_unless_smoke(result, args)
     return 0
 
 

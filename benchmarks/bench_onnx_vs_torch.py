@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, BenchmarkResult, machine_info, median_seconds
+from benchmarks.common import (
+    BenchmarkResult,
+    add_output_arguments,
+    machine_info,
+    median_seconds,
+    save_unless_smoke,
+)
 
 NAME = "onnx_vs_torch_cpu"
 LSTM_CONFIG = {"vocab_size": 30_000, "embed_dim": 300, "hidden_size": 128, "num_layers": 1, "bidirectional": False}
@@ -171,10 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=sorted({1, os.cpu_count() or 1}),
         help="thread counts to measure, the same for PyTorch and ONNX Runtime (default: 1 and all cores)",
     )
-    parser.add_argument("--machine", default=None, help="label of the machine in the results (default: host name)")
-    parser.add_argument("--smoke", action="store_true", help="tiny models and sizes; saves nothing unless --save")
-    parser.add_argument("--save", action="store_true", help="with --smoke: save the result anyway")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"where to save (default {RESULTS_DIR})")
+    add_output_arguments(parser, smoke_help="tiny models and sizes")
     args = parser.parse_args(argv)
     if args.repeats < 1 or min(args.threads) < 1:
         parser.error("--repeats and --threads must be at least 1")
@@ -225,8 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "the multi-threaded rows suffer most (a thread waits at each barrier for a partner that another "
             "process holds), so compare runtimes within a row, and prefer the 1-thread rows."
         )
-    if not args.smoke or args.save:
-        print(f"saved {result.save(args.results_dir)}")
+    save_unless_smoke(result, args)
     return 0
 
 

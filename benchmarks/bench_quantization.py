@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, BenchmarkResult, machine_info, median_seconds
+from benchmarks.common import (
+    BenchmarkResult,
+    add_output_arguments,
+    machine_info,
+    median_seconds,
+    save_unless_smoke,
+)
 
 NAME = "quantization_cpu"
 NUM_CLASSES = 2
@@ -199,10 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="DIR",
         help="measure this training output folder (trained weights) instead of the random-weight models (repeatable)",
     )
-    parser.add_argument("--machine", default=None, help="label of the machine in the results (default: host name)")
-    parser.add_argument("--smoke", action="store_true", help="tiny models and sizes; saves nothing unless --save")
-    parser.add_argument("--save", action="store_true", help="with --smoke: save the result anyway")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"where to save (default {RESULTS_DIR})")
+    add_output_arguments(parser, smoke_help="tiny models and sizes")
     args = parser.parse_args(argv)
     if args.repeats < 1 or min(args.threads) < 1:
         parser.error("--repeats and --threads must be at least 1")
@@ -268,8 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "multi-threaded rows most; compare fp32 and int8 within a row (measured back to back), and prefer the "
             "1-thread rows."
         )
-    if not args.smoke or args.save:
-        print(f"saved {result.save(args.results_dir)}")
+    save_unless_smoke(result, args)
     return 0
 
 

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, BenchmarkResult, machine_info, median_seconds
+from benchmarks.common import (
+    BenchmarkResult,
+    add_output_arguments,
+    machine_info,
+    median_seconds,
+    save_unless_smoke,
+)
 
 
 @dataclass(frozen=True)
@@ -202,14 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="batches per timed pass (default 10)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--compile", action="store_true", help="on CUDA, also time torch.compile (default off)")
-    parser.add_argument("--machine", default=None, help="label for the machine (default: host name)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat; saves nothing unless --save")
-    parser.add_argument("--save", action="store_true", help="with --smoke: save the result anyway")
-    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
+    add_output_arguments(parser, smoke_help="tiny sizes, one repeat")
     args = parser.parse_args(argv)
     result = run(args)
-    if not args.smoke or args.save:
-        print(f"saved {result.save(args.results)}")
+    save_unless_smoke(result, args)
     return 0
 
 

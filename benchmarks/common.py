@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import importlib.metadata
 import json
@@ -121,3 +122,16 @@ def load_results(directory: Path = RESULTS_DIR) -> list[BenchmarkResult]:
         data = json.loads(path.read_text(encoding="utf-8"))
         results.append(BenchmarkResult(**data))
     return results
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, *, smoke_help: str) -> None:
+    """The flags every benchmark shares: where it ran, the smoke mode the tests use, and where results go."""
+    parser.add_argument("--machine", default=None, help="label of the machine in the results (default: host name)")
+    parser.add_argument("--smoke", action="store_true", help=f"{smoke_help}; saves nothing unless --save")
+    parser.add_argument("--save", action="store_true", help="with --smoke: save the result anyway")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"where to save (default {RESULTS_DIR})")
+
+
+def save_unless_smoke(result: BenchmarkResult, args: argparse.Namespace) -> None:
+    if not args.smoke or args.save:
+        print(f"saved {result.save(args.results_dir)}")

@@ -13,7 +13,7 @@ from benchmarks.report import render
 
 @pytest.mark.slow
 def test_bench_training_smoke_writes_both_tables(tmp_path: Path) -> None:
-    assert bench_training.main(["--smoke", "--save", "--threads", "1", "--results", str(tmp_path)]) == 0
+    assert bench_training.main(["--smoke", "--save", "--threads", "1", "--results-dir", str(tmp_path)]) == 0
     (result,) = load_results(tmp_path)
     assert result.name == "training_throughput_cpu"
     train, loader = result.tables
@@ -24,7 +24,7 @@ def test_bench_training_smoke_writes_both_tables(tmp_path: Path) -> None:
 
 
 def test_bench_cli_smoke_times_help_and_a_dry_run(tmp_path: Path) -> None:
-    assert bench_cli.main(["--smoke", "--save", "--results", str(tmp_path)]) == 0
+    assert bench_cli.main(["--smoke", "--save", "--results-dir", str(tmp_path)]) == 0
     (result,) = load_results(tmp_path)
     rows = result.tables[0]["rows"]
     assert [row["command"] for row in rows] == ["azure-dl --help", "azure-dl submit resnet --dry-run --out DIR"]
