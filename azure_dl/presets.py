@@ -48,7 +48,9 @@ PRESETS: dict[str, Preset] = {
         description="ResNet image classifier (a folder with one subfolder per class)",
         data_kind="uri_folder",
         synth="images",
-        synth_options={"per_class": 300, "image_size": 64},
+        # 800 images (600 normal, 200 pneumonia): with 400, validation accuracy still passed 95% but recall on the
+        # minority class fell to about 0.7 on data generated with other seeds; 800 brings it to about 0.85-0.9.
+        synth_options={"per_class": 600, "image_size": 64},
         # From scratch at 64 px: Adam 1e-3 with a cosine schedule over 10 epochs of batch 16 reaches >= 90%
         # validation accuracy on the synthetic X-rays (the scenario's 1e-4 suits fine-tuning pretrained weights).
         local_args=(

@@ -169,7 +169,9 @@ def _render(rng: np.random.Generator, n: int, size: int, pattern: dict[str, Any]
     image += np.stack(
         [np.asarray(Image.fromarray(lf).resize((size, size), Image.Resampling.BICUBIC)) for lf in low_frequency]
     )
-    image += rng.normal(0, rng.uniform(0.02, 0.05), image.shape).astype(np.float32)
+    # Detector noise level per image: one level per class would be a shortcut a model learns instead of the
+    # opacities (it then fails on data generated with another seed).
+    image += (rng.normal(0, 1, image.shape) * rng.uniform(0.02, 0.05, (n, 1, 1))).astype(np.float32)
     # Exposure differs between machines: random gain and offset per image.
     image = image * rng.uniform(0.85, 1.15, (n, 1, 1)) + rng.uniform(-0.06, 0.06, (n, 1, 1))
     return np.clip(image, 0.0, 1.0).astype(np.float32)

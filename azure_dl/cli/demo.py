@@ -17,7 +17,9 @@ from pathlib import Path
 
 TASKS = ("resnet", "lstm")
 GATE = "macro_f1=0.8"
-HOLDOUT_SEED = 12345  # held-out synthetic inputs, generated apart from the training data
+HOLDOUT_SEED = 12345  # held-out synthetic inputs, generated apart from the training data (another seed)
+HOLDOUT_IMAGES_PER_CLASS = 20
+SHOWN_PER_CLASS = 2  # shown one by one with `azure-dl score`; all of them are scored for the accuracy line
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,20 +56,50 @@ def _run(title: str, argv: list[str]) -> None:
         )
 
 
-def _holdout_inputs(task: str, folder: Path) -> list[str]:
+def _holdout(task: str, folder: Path) -> tuple[list[str], list[str], list[str]]:
+    """(inputs to show, every held-out input, their true labels) for the task."""
     from training_scripts import synth
 
     if task == "resnet":
-        synth.synth_images(folder, per_class=2, image_size=64, imbalance=1.0, seed=HOLDOUT_SEED, overwrite=True)
-        return [str(p) for p in sorted(folder.glob("*/*.png"))]
-    return [
+        synth.synth_images(
+            folder, per_class=HOLDOUT_IMAGES_PER_CLASS, image_size=64, imbalance=1.0, seed=HOLDOUT_SEED, overwrite=True
+        )
+        paths = sorted(folder.glob("*/*.png"))
+        by_class: dict[str, list[Path]] = {}
+        for path in paths:
+            by_class.setdefault(path.parent.name, []).append(path)
+        shown = [str(path) for items in by_class.values() for path in items[:SHOWN_PER_CLASS]]
+        return shown, [str(path) for path in paths], [path.parent.name for path in paths]
+    from training_scripts.text_data import read_text_table
+
+    # Shown: three hand-written reviews; counted: synthetic reviews generated with another seed.
+    shown = [
         "What a brilliant film, the acting was superb and I loved the ending.",
         "The plot was dull and the pacing was terrible. A boring waste of time.",
         "Not bad at all: a delightful, moving story.",
     ]
+    folder.mkdir(parents=True, exist_ok=True)
+    synth.synth_text(folder / "reviews.csv", n=2 * HOLDOUT_IMAGES_PER_CLASS, seed=HOLDOUT_SEED)
+    table = read_text_table(folder / "reviews.csv")
+    return shown, table.texts, [str(label) for label in table.labels]
 
 
-def _serve_and_score(task: str, model_ref: str, inputs: list[str], log: Path) -> None:
+def _heldout_accuracy(task: str, url: str, inputs: list[str], truth: list[str]) -> str:
+    """Score every held-out input through the endpoint and summarise accuracy per class."""
+    from azure_dl.scoring_client import image_request, score, text_request
+
+    payload = image_request(inputs) if task == "resnet" else text_request(inputs)
+    predicted = [prediction.label for prediction in score(url, payload)]
+    parts = []
+    for label in sorted(set(truth)):
+        total = sum(1 for t in truth if t == label)
+        right = sum(1 for t, p in zip(truth, predicted) if t == label and p == label)
+        parts.append(f"{label} {right}/{total}")
+    correct = sum(t == p for t, p in zip(truth, predicted))
+    return f"{correct}/{len(truth)} correct ({', '.join(parts)})"
+
+
+def _serve_and_score(task: str, model_ref: str, holdout: Path, log: Path) -> str:
     from azure_dl.backends.local import endpoint
     from azure_dl.cli.main import main
     from azure_dl.errors import AzureDLError
@@ -81,13 +113,17 @@ def _serve_and_score(task: str, model_ref: str, inputs: list[str], log: Path) ->
         port=endpoint.free_port(),
     )
     _step(f"{task}: serve under azmlinfsrv (in the background)", ["serve", model_ref, "--port", str(spec.port)])
+    shown, inputs, truth = _holdout(task, holdout)
     with endpoint.LocalEndpoint(spec, log_path=log) as server:
         server.wait_ready()
         print(f"serving on {spec.base_url} (server log: {log})", flush=True)
-        argv = ["score", spec.base_url, "--image" if task == "resnet" else "--text", *inputs]
+        argv = ["score", spec.base_url, "--image" if task == "resnet" else "--text", *shown]
         _step(f"{task}: score held-out inputs over HTTP", argv)
         if main(argv) != 0:
             raise AzureDLError(f"scoring the {task} endpoint failed; see {log}")
+        accuracy = _heldout_accuracy(task, spec.scoring_url, inputs, truth)
+        print(f"held-out inputs generated with another seed, all scored through the endpoint: {accuracy}", flush=True)
+        return accuracy
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -120,8 +156,8 @@ def _demo(args: argparse.Namespace) -> int:
             ["register", str(out / task), "--name", name, "--local", "--min-metric", GATE],
         )
         if not args.no_serve:
-            inputs = _holdout_inputs(task, out / f"{task}-holdout")
-            _serve_and_score(task, f"{name}:latest", inputs, out / f"{task}-server.log")
+            accuracy = _serve_and_score(task, f"{name}:latest", out / f"{task}-holdout", out / f"{task}-server.log")
+            summary[f"{task} held-out (HTTP)"] = accuracy
         summary[f"{task} model"] = str(out / task)
         summary[f"{task} Azure job"] = str(out / f"{task}-azure" / "job.yml")
     summary["MLflow"] = f"mlflow ui --backend-store-uri {store}"

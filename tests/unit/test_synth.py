@@ -75,6 +75,21 @@ def test_positive_class_has_lung_opacities(tmp_path: Path) -> None:
     assert lung_mean("pneumonia") - lung_mean("normal") > 5
 
 
+def _noise_level(path: Path) -> float:
+    """Robust noise estimate: median absolute Laplacian of the image (bigger for noisier images)."""
+    pixels = np.asarray(Image.open(path), dtype=np.float64)
+    laplacian = 4 * pixels[1:-1, 1:-1] - pixels[:-2, 1:-1] - pixels[2:, 1:-1] - pixels[1:-1, :-2] - pixels[1:-1, 2:]
+    return float(np.median(np.abs(laplacian)))
+
+
+def test_noise_level_varies_per_image_not_per_class(tmp_path: Path) -> None:
+    """A class-wide noise level is a shortcut: a model learns it and fails on data made with another seed."""
+    synth_images(tmp_path / "images", per_class=40, image_size=64, imbalance=1.0, seed=3)
+    for name in ("normal", "pneumonia"):
+        levels = np.array([_noise_level(path) for path in sorted((tmp_path / "images" / name).glob("*.png"))])
+        assert np.percentile(levels, 90) / np.percentile(levels, 10) > 1.3, (name, levels.min(), levels.max())
+
+
 def test_image_folder_safety(tmp_path: Path) -> None:
     out = tmp_path / "xr"
     synth_images(out, per_class=2, image_size=16)
