@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,7 +52,10 @@ class Interrupted(Exception):
 
 
 class FailAfter(Dataset[tuple[torch.Tensor, int]]):
-    """Wraps a dataset; from the `after`-th item fetched on, raises `Interrupted` or returns NaN inputs."""
+    """Wraps a dataset; from the `after`-th item fetched on, raises `Interrupted` or returns NaN inputs.
+
+    mode "sigterm": the process sends itself SIGTERM once, when the item after `after` is fetched.
+    """
 
     def __init__(self, inner: Blobs, after: int, *, mode: str = "raise") -> None:
         self.inner, self.after, self.mode, self.fetched = inner, after, mode, 0
@@ -62,6 +67,10 @@ class FailAfter(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         self.fetched += 1
         x, y = self.inner[index]
+        if self.mode == "sigterm":
+            if self.fetched == self.after + 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return x, y
         if self.fetched > self.after:
             if self.mode == "raise":
                 raise Interrupted(f"interrupted after {self.after} items")

@@ -47,6 +47,7 @@ import hashlib
 import json
 import math
 import random
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -75,6 +76,7 @@ from training_scripts.distributed import (
     init_distributed,
     unwrap,
 )
+from training_scripts.interrupts import GracefulStop, ignore_in_worker
 from training_scripts.metrics import classification_report
 from training_scripts.sampling import ResumableSampler, balancing_weights, class_counts
 from training_scripts.tracking import Tracker
@@ -110,6 +112,21 @@ class NonFiniteLossError(TrainingError):
     def set_last_checkpoint(self, path: Path | None) -> None:
         self.last_checkpoint = path
         self.args = (self._message(),)
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM/SIGINT stopped training at a step boundary, after a checkpoint there (see interrupts.py)."""
+
+    mlflow_status = "KILLED"  # not a failure: the same command resumes it into the same MLflow run
+
+    def __init__(self, signum: int, epoch: int, step: int, checkpoint: Path | None) -> None:
+        self.exit_code = 128 + signum  # the shell's convention for "stopped by signal N": 143 SIGTERM, 130 SIGINT
+        name = signal.Signals(signum).name
+        if checkpoint is not None:
+            advice = f"checkpoint {checkpoint} written: run the same command again to resume from there"
+        else:
+            advice = "no checkpoint directory, so nothing was saved"
+        super().__init__(f"stopped by {name} at epoch {epoch}, step {step}; {advice}")
 
 
 class CheckpointMismatchError(TrainingError):
@@ -302,6 +319,7 @@ def _loader(
         collate_fn=collate_fn,
         pin_memory=ctx.device.type == "cuda",
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_in_worker if workers > 0 else None,
         generator=generator,
         drop_last=drop_last,
     )
@@ -383,6 +401,10 @@ class StepControl:
     grad_clip: float = 0.0
     channels_last: bool = False
     save_checkpoint: Callable[[], None] = lambda: None
+    stop_requested: Callable[[], bool] = lambda: False  # a graceful stop (SIGTERM/SIGINT) was asked for here
+
+
+EpochEnd = Literal["complete", "max_steps", "interrupted"]
 
 
 def train_one_epoch(
@@ -396,11 +418,13 @@ def train_one_epoch(
     *,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
-) -> bool:
-    """One pass over `loader` (resuming at `state.step_in_epoch`); True when `max_steps` stopped it early.
+) -> EpochEnd:
+    """One pass over `loader` (resuming at `state.step_in_epoch`); says whether it ended early and why.
 
     Losses stay on the device between sync points (every `log_every` steps, checkpoint steps, the last step),
     where they are summed over ranks into `state` and checked for NaN/inf; the first non-finite step is named.
+    A graceful stop asked for on any rank is agreed at a sync point (in one process: at the very next step),
+    checkpointed there, and ends the pass with "interrupted".
     """
     model.train()
     device = ctx.device
@@ -441,12 +465,17 @@ def train_one_epoch(
         log_now = state.global_step % control.log_every == 0
         checkpoint_now = control.checkpoint_every > 0 and state.global_step % control.checkpoint_every == 0
         last = state.step_in_epoch >= control.steps_per_epoch
-        if not (log_now or checkpoint_now or last or at_max):
+        # One process can stop at any step; ranks must agree on where, so they stop at a sync point.
+        stop_here = control.stop_requested() and not ctx.distributed
+        if not (log_now or checkpoint_now or last or at_max or stop_here):
             continue
 
         # Sync point: the same global steps on every rank, so the collectives line up.
         bad_flag = float(first_bad_step.item() >= 0)
-        loss_sum, samples, bad_ranks = all_reduce_sum([pending_loss.item(), pending_samples, bad_flag], ctx)
+        stop_flag = float(control.stop_requested())
+        loss_sum, samples, bad_ranks, stopping_ranks = all_reduce_sum(
+            [pending_loss.item(), pending_samples, bad_flag, stop_flag], ctx
+        )
         if bad_ranks > 0:
             # Each rank names its own first bad step; they agree in practice (DDP shares the weights).
             step = int(first_bad_step.item()) if bad_flag else state.step_in_epoch
@@ -471,12 +500,15 @@ def train_one_epoch(
                 samples_per_s=round(log_samples / elapsed, 1) if elapsed > 0 else None,
             )
             log_loss, log_samples, log_started = 0.0, 0, time.perf_counter()
+        interrupted = stopping_ranks > 0
         # On an epoch's last step the epoch-end checkpoint follows right after validation: one write suffices.
-        if (checkpoint_now and not last) or at_max:
+        if (checkpoint_now and not last) or at_max or interrupted:
             control.save_checkpoint()
+        if interrupted:
+            return "interrupted"
         if at_max:
-            return True
-    return False
+            return "max_steps"
+    return "complete"
 
 
 @torch.no_grad()
@@ -711,93 +743,116 @@ def fit(
     last_eval: Evaluation | None = None
     hit_max_steps = config.max_steps > 0 and state.global_step >= config.max_steps
 
-    while state.epoch < config.epochs and not state.stopped_early and not hit_max_steps:
-        epoch_started = time.perf_counter()
-        samples_before = state.epoch_samples
-        start_index = min(state.step_in_epoch * config.batch_size, train_sampler.shard_size)
-        train_sampler.set_epoch(state.epoch, start_index=start_index)
-        if loader_generator is not None:
-            # Worker seeds (random augmentation in DataLoader workers) depend on (seed, epoch, rank) only.
-            loader_generator.manual_seed((config.seed * 1_000_003 + state.epoch) * 1_009 + ctx.rank)
-        try:
-            hit_max_steps = train_one_epoch(
-                train_model, criterion, optimizer, train_loader, ctx, state, control, scaler=scaler, amp_dtype=amp_dtype
-            )
-        except NonFiniteLossError as error:
-            error.set_last_checkpoint(last_checkpoint[0])
-            raise
-        train_seconds = time.perf_counter() - epoch_started
-        epoch_number = state.epoch + 1
-        train_loss = state.epoch_loss_sum / state.epoch_samples if state.epoch_samples else math.nan
-        samples_per_s = (state.epoch_samples - samples_before) / train_seconds if train_seconds > 0 else math.nan
-        lr = _current_lr(optimizer)
+    # Only the training loop stops gracefully; a signal before or after it has its usual effect.
+    with GracefulStop(announce=ctx.is_main) as graceful:
+        control.stop_requested = lambda: graceful.requested != 0
 
-        last_eval = evaluate(
-            train_model,
-            val_loader,
-            ctx,
-            class_names=class_names,
-            amp_dtype=amp_dtype,
-            channels_last=config.channels_last,
-        )
-        improved = last_eval.loss < state.best_val_loss - config.min_delta
-        if improved:
-            state.best_val_loss = last_eval.loss
-            state.best_epoch = epoch_number
-            state.best_report = last_eval.report
-            state.bad_epochs = 0
-            best_state = _cpu_state_dict(model)
-            if manager is not None:
-                state.best_weights_file = manager.save_best_weights(best_state, epoch_number)
-        else:
-            state.bad_epochs += 1
-        if scheduler is not None:
-            if config.scheduler == "plateau":
-                scheduler.step(last_eval.loss)
+        def interrupted() -> TrainingInterrupted:
+            signum = graceful.requested or int(signal.SIGTERM)  # another rank may have received it
+            return TrainingInterrupted(signum, state.epoch + 1, state.step_in_epoch, last_checkpoint[0])
+
+        while state.epoch < config.epochs and not state.stopped_early and not hit_max_steps:
+            epoch_started = time.perf_counter()
+            samples_before = state.epoch_samples
+            start_index = min(state.step_in_epoch * config.batch_size, train_sampler.shard_size)
+            train_sampler.set_epoch(state.epoch, start_index=start_index)
+            if loader_generator is not None:
+                # Worker seeds (random augmentation in DataLoader workers) depend on (seed, epoch, rank) only.
+                loader_generator.manual_seed((config.seed * 1_000_003 + state.epoch) * 1_009 + ctx.rank)
+            try:
+                ending = train_one_epoch(
+                    train_model,
+                    criterion,
+                    optimizer,
+                    train_loader,
+                    ctx,
+                    state,
+                    control,
+                    scaler=scaler,
+                    amp_dtype=amp_dtype,
+                )
+            except NonFiniteLossError as error:
+                error.set_last_checkpoint(last_checkpoint[0])
+                raise
+            if ending == "interrupted":
+                raise interrupted()
+            hit_max_steps = ending == "max_steps"
+            train_seconds = time.perf_counter() - epoch_started
+            epoch_number = state.epoch + 1
+            train_loss = state.epoch_loss_sum / state.epoch_samples if state.epoch_samples else math.nan
+            samples_per_s = (state.epoch_samples - samples_before) / train_seconds if train_seconds > 0 else math.nan
+            lr = _current_lr(optimizer)
+
+            last_eval = evaluate(
+                train_model,
+                val_loader,
+                ctx,
+                class_names=class_names,
+                amp_dtype=amp_dtype,
+                channels_last=config.channels_last,
+            )
+            improved = last_eval.loss < state.best_val_loss - config.min_delta
+            if improved:
+                state.best_val_loss = last_eval.loss
+                state.best_epoch = epoch_number
+                state.best_report = last_eval.report
+                state.bad_epochs = 0
+                best_state = _cpu_state_dict(model)
+                if manager is not None:
+                    state.best_weights_file = manager.save_best_weights(best_state, epoch_number)
             else:
-                scheduler.step()
-        report = last_eval.report
-        record = {
-            "epoch": epoch_number,
-            "train_loss": train_loss,
-            "val_loss": last_eval.loss,
-            "val_accuracy": report["accuracy"],
-            "val_balanced_accuracy": report["balanced_accuracy"],
-            "val_macro_f1": report["macro_f1"],
-            "val_auroc": report["auroc"],
-            "lr": lr,
-            "samples_per_s": samples_per_s,
-            "seconds": time.perf_counter() - epoch_started,
-            "partial": hit_max_steps,
-        }
-        state.history.append(record)
-        stop = config.patience > 0 and state.bad_epochs >= config.patience
-        stop = broadcast_flag(stop, ctx)
-        if not hit_max_steps:
-            # A max_steps stop already checkpointed its mid-epoch position, so a later run resumes from there.
-            state.epoch += 1
-            state.step_in_epoch = 0
-            state.epoch_loss_sum = 0.0
-            state.epoch_samples = 0
-            state.stopped_early = stop
-            save_checkpoint()
-        tracker.log_metrics(
-            {key: value for key, value in record.items() if key not in ("epoch", "partial")}, step=epoch_number
-        )
-        progress.emit(
-            "epoch",
-            epoch=epoch_number,
-            epochs=config.epochs,
-            train_loss=train_loss,
-            val_loss=last_eval.loss,
-            val_accuracy=report["accuracy"],
-            val_macro_f1=report["macro_f1"],
-            seconds=round(record["seconds"], 3),
-            best=improved,
-        )
-        if stop and not hit_max_steps:
-            reason = f"val_loss did not improve by more than {config.min_delta} for {config.patience} epochs"
-            progress.emit("early_stop", epoch=epoch_number, reason=reason)
+                state.bad_epochs += 1
+            if scheduler is not None:
+                if config.scheduler == "plateau":
+                    scheduler.step(last_eval.loss)
+                else:
+                    scheduler.step()
+            report = last_eval.report
+            record = {
+                "epoch": epoch_number,
+                "train_loss": train_loss,
+                "val_loss": last_eval.loss,
+                "val_accuracy": report["accuracy"],
+                "val_balanced_accuracy": report["balanced_accuracy"],
+                "val_macro_f1": report["macro_f1"],
+                "val_auroc": report["auroc"],
+                "lr": lr,
+                "samples_per_s": samples_per_s,
+                "seconds": time.perf_counter() - epoch_started,
+                "partial": hit_max_steps,
+            }
+            state.history.append(record)
+            stop = config.patience > 0 and state.bad_epochs >= config.patience
+            stop = broadcast_flag(stop, ctx)
+            if not hit_max_steps:
+                # A max_steps stop already checkpointed its mid-epoch position, so a later run resumes from there.
+                state.epoch += 1
+                state.step_in_epoch = 0
+                state.epoch_loss_sum = 0.0
+                state.epoch_samples = 0
+                state.stopped_early = stop
+                save_checkpoint()
+            tracker.log_metrics(
+                {key: value for key, value in record.items() if key not in ("epoch", "partial")}, step=epoch_number
+            )
+            progress.emit(
+                "epoch",
+                epoch=epoch_number,
+                epochs=config.epochs,
+                train_loss=train_loss,
+                val_loss=last_eval.loss,
+                val_accuracy=report["accuracy"],
+                val_macro_f1=report["macro_f1"],
+                seconds=round(record["seconds"], 3),
+                best=improved,
+            )
+            if stop and not hit_max_steps:
+                reason = f"val_loss did not improve by more than {config.min_delta} for {config.patience} epochs"
+                progress.emit("early_stop", epoch=epoch_number, reason=reason)
+            # A stop asked for during validation: the epoch's checkpoint is written, so stop here (a rerun
+            # resumes at the next epoch, or goes straight to the test split and export after the last one).
+            if all_reduce_sum([float(control.stop_requested())], ctx)[0] > 0:
+                raise interrupted()
 
     if best_state is None:
         # No epoch ended with a finite validation loss (or a finished max_steps run was started again).

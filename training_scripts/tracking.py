@@ -233,4 +233,5 @@ class Tracker:
         elif issubclass(exc_type, KeyboardInterrupt):
             self.end("KILLED")
         else:
-            self.end("FAILED")
+            # An exception may say how its run ended (engine.TrainingInterrupted: KILLED, resumable).
+            self.end(getattr(exc_type, "mlflow_status", "FAILED"))

@@ -9,7 +9,8 @@ the same way for both:
     -> ONNX export + parity check (export.json) -> artifacts to MLflow -> a `done` progress event.
 
 Exit codes: 0 success; 2 unusable data or arguments; 3 non-finite loss; 4 ONNX parity failed (every file is still
-written, export.json says why); other TrainingError codes come from the engine.
+written, export.json says why); 130/143 stopped by SIGINT/SIGTERM with a checkpoint (the same command resumes);
+other TrainingError codes come from the engine.
 """
 
 from __future__ import annotations
@@ -342,6 +343,10 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
         return _fail(str(exc), EXIT_BAD_INPUT)
     except FileNotFoundError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
+    except engine.TrainingInterrupted as exc:
+        if ctx.is_main:  # the rank that checkpoints says where; asked for, so not an "error:"
+            print(str(exc), file=sys.stderr, flush=True)
+        return exc.exit_code
     except engine.TrainingError as exc:
         return _fail(str(exc), exc.exit_code)
     finally:

@@ -433,6 +433,12 @@ def handle(args: argparse.Namespace) -> int:
             log_path=prepared.out / "train.log",
         )
         code = int(getattr(result, "returncode", 1))
+        if code != 0 and getattr(result, "interrupted", False):
+            print(
+                f"stopped (exit code {code}); the same command resumes from the last checkpoint in {prepared.out}",
+                file=sys.stderr,
+            )
+            return code
         if code != 0:
             print(
                 f"error: the training script exited with code {code} (log: {prepared.out / 'train.log'})",

@@ -1,4 +1,4 @@
-"""Preemption and data parallelism of the real scripts: SIGKILL mid-epoch then resume; two processes under torchrun."""
+"""Preemption and data parallelism of the real scripts: SIGKILL or SIGTERM mid-epoch then resume; torchrun x2."""
 
 from __future__ import annotations
 
@@ -21,14 +21,32 @@ pytestmark = pytest.mark.slow
 # an early step of the second epoch lands mid-epoch with a wide margin.
 STEPS_PER_EPOCH = 24
 RESUME_ARGS = [*TINY_LSTM_ARGS, "--batch-size", "4", "--checkpoint-every-steps", "1", "--log-every-steps", "1"]
+# No periodic mid-epoch checkpoint: the only one mid-epoch is the one a graceful stop writes.
+GRACEFUL_ARGS = [*TINY_LSTM_ARGS, "--batch-size", "4", "--checkpoint-every-steps", "0", "--log-every-steps", "1"]
 
 
 def _metrics(out: Path) -> dict[str, object]:
     return json.loads((out / "metrics.json").read_text())
 
 
-def _kill_at_step(cmd: list[str], env: dict[str, str], *, epoch: int, step: int) -> list[str]:
-    """Start `cmd` and SIGKILL it as soon as it reports optimizer step `step` of `epoch` (a real preemption)."""
+@pytest.fixture(scope="module")
+def reference_metrics(tmp_path_factory: pytest.TempPathFactory, synth_text_file: Path) -> dict[str, object]:
+    """The uninterrupted run every interrupted one must match (checkpoint frequency does not change training)."""
+    folder = tmp_path_factory.mktemp("reference")
+    check_ok(
+        run_script(
+            "training_scripts.train_lstm",
+            ["--data", str(synth_text_file), "--output", str(folder / "out"), *RESUME_ARGS],
+            env=script_env(f"sqlite:///{folder / 'reference.db'}"),
+        )
+    )
+    return _metrics(folder / "out")
+
+
+def _signal_at_step(
+    cmd: list[str], env: dict[str, str], signum: signal.Signals, *, epoch: int, step: int
+) -> tuple[int, str]:
+    """Start `cmd`, send `signum` as soon as it reports optimizer step `step` of `epoch`; (exit status, output)."""
     lines: list[str] = []
     process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
@@ -37,54 +55,85 @@ def _kill_at_step(cmd: list[str], env: dict[str, str], *, epoch: int, step: int)
         lines.append(line)
         event = parse_line(line)
         if event is not None and event["event"] == "step" and (event["epoch"], event["step"]) == (epoch, step):
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(signum)
             break
-        assert time.monotonic() < deadline, "training never reached the step to kill at"
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, "".join(lines[-20:])
-    return lines
+        assert time.monotonic() < deadline, "training never reached the step to signal at"
+    rest, _ = process.communicate(timeout=60)
+    return process.returncode, "".join(lines) + rest
 
 
-def test_sigkill_mid_epoch_then_restart_resumes_and_matches_an_uninterrupted_run(
-    tmp_path: Path, synth_text_file: Path, mlflow_store: str
-) -> None:
-    env = script_env(mlflow_store, MLFLOW_EXPERIMENT_NAME="resume-check")
-    reference = tmp_path / "reference"
-    check_ok(
-        run_script(
-            "training_scripts.train_lstm",
-            ["--data", str(synth_text_file), "--output", str(reference), *RESUME_ARGS],
-            env=script_env(f"sqlite:///{tmp_path / 'reference.db'}"),
-        )
-    )
-
-    out = tmp_path / "interrupted"
-    cmd = [sys.executable, "-m", "training_scripts.train_lstm", "--data", str(synth_text_file), "--output", str(out)]
-    cmd += RESUME_ARGS
-    _kill_at_step(cmd, env, epoch=2, step=3)
-    assert not (out / "metrics.json").exists()
-
+def _resume(cmd: list[str], env: dict[str, str]) -> tuple[int, int, str]:
+    """Run `cmd` again to the end; (epoch, step) it said it resumed at, and its output."""
     resumed = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     check_ok(resumed)
-    # The kill lands just before or a step or two after the checkpoint of the step it reported: mid-epoch.
     where = re.search(r"resuming from checkpoint \S+ at epoch (\d+), step (\d+)", resumed.stdout)
     assert where is not None, resumed.stdout[-2000:]
-    assert int(where[1]) == 2 and 1 <= int(where[2]) < STEPS_PER_EPOCH, where[0]
     events = [e for line in resumed.stdout.splitlines() if (e := parse_line(line))]
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2], "the resumed run must not redo epoch 1"
+    return int(where[1]), int(where[2]), resumed.stdout
 
-    expected, actual = _metrics(reference), _metrics(out)
+
+def _assert_same_metrics(actual: dict[str, object], expected: dict[str, object]) -> None:
     for split in ("validation", "test"):
         for key in ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "confusion_matrix"):
             assert actual[split][key] == expected[split][key], (split, key)  # type: ignore[index]
         assert actual[split]["loss"] == pytest.approx(expected[split]["loss"], rel=1e-6)  # type: ignore[index]
 
+
+def _only_run(tracking_uri: str, experiment: str) -> object:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(mlflow_store)
-    runs = client.search_runs([client.get_experiment_by_name("resume-check").experiment_id])
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert len(runs) == 1, "the resumed process must continue the interrupted process's MLflow run"
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_loss")] == [1, 2]
+    return runs[0]
+
+
+def _train_cmd(data: Path, out: Path, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "training_scripts.train_lstm", "--data", str(data), "--output", str(out), *args]
+
+
+def test_sigkill_mid_epoch_then_restart_resumes_and_matches_an_uninterrupted_run(
+    tmp_path: Path, synth_text_file: Path, mlflow_store: str, reference_metrics: dict[str, object]
+) -> None:
+    env = script_env(mlflow_store, MLFLOW_EXPERIMENT_NAME="resume-check")
+    out = tmp_path / "interrupted"
+    cmd = _train_cmd(synth_text_file, out, RESUME_ARGS)
+    status, output = _signal_at_step(cmd, env, signal.SIGKILL, epoch=2, step=3)
+    assert status == -signal.SIGKILL, output[-2000:]
+    assert not (out / "metrics.json").exists()
+
+    epoch, step, _ = _resume(cmd, env)
+    # The kill lands just before or a step or two after the checkpoint of the step it reported: mid-epoch.
+    assert epoch == 2 and 1 <= step < STEPS_PER_EPOCH, (epoch, step)
+    _assert_same_metrics(_metrics(out), reference_metrics)
+
+    from mlflow.tracking import MlflowClient
+
+    run = _only_run(mlflow_store, "resume-check")
+    history = MlflowClient(mlflow_store).get_metric_history(run.info.run_id, "val_loss")  # type: ignore[attr-defined]
+    assert [m.step for m in history] == [1, 2]
+
+
+def test_sigterm_mid_epoch_checkpoints_the_step_it_stops_at_and_resumes_from_there(
+    tmp_path: Path, synth_text_file: Path, mlflow_store: str, reference_metrics: dict[str, object]
+) -> None:
+    env = script_env(mlflow_store, MLFLOW_EXPERIMENT_NAME="graceful")
+    out = tmp_path / "interrupted"
+    cmd = _train_cmd(synth_text_file, out, GRACEFUL_ARGS)
+    status, output = _signal_at_step(cmd, env, signal.SIGTERM, epoch=2, step=3)
+    assert status == 128 + signal.SIGTERM, output[-2000:]
+    stopped = re.search(r"stopped by SIGTERM at epoch (\d+), step (\d+); checkpoint (\S+) written", output)
+    assert stopped is not None, output[-2000:]
+    assert not (out / "metrics.json").exists()
+    assert _only_run(mlflow_store, "graceful").info.status == "KILLED"  # type: ignore[attr-defined]
+
+    epoch, step, _ = _resume(cmd, env)
+    # Without periodic step checkpoints, resuming mid-epoch at exactly that step proves the stop wrote one.
+    assert (epoch, step) == (int(stopped[1]), int(stopped[2])), (stopped[0], epoch, step)
+    assert epoch == 2 and 3 <= step < STEPS_PER_EPOCH
+    _assert_same_metrics(_metrics(out), reference_metrics)
+    assert _only_run(mlflow_store, "graceful").info.status == "FINISHED"  # type: ignore[attr-defined]
 
 
 def test_two_processes_under_torchrun_train_one_model(tmp_path: Path, synth_text_file: Path, mlflow_store: str) -> None:

@@ -147,7 +147,7 @@ def test_resume_after_an_interruption_ends_exactly_like_an_uninterrupted_run(
     tmp_path: Path, uninterrupted: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = _config(scheduler="cosine", checkpoint_every_steps=3)
-    # 8 steps per epoch: dies while fetching step 20 (epoch 3, step 4); the last checkpoint is at step 18.
+    # 60 items an epoch in 8 steps: dies while fetching global step 21 (epoch 3, step 5); the last checkpoint is at 18.
     with pytest.raises(Interrupted):
         _fit(config, train=FailAfter(Blobs(60, seed=1), after=19 * 8), checkpoint_dir=tmp_path)
     capsys.readouterr()
@@ -164,6 +164,28 @@ def test_resume_after_an_interruption_ends_exactly_like_an_uninterrupted_run(
     # Starting the finished run again changes nothing.
     again, _ = _fit(config, checkpoint_dir=tmp_path)
     assert _comparable(again) == uninterrupted
+
+
+def test_sigterm_checkpoints_the_step_it_arrives_in_and_a_resume_ends_like_an_uninterrupted_run(
+    tmp_path: Path, uninterrupted: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(scheduler="cosine", checkpoint_every_steps=3)
+    # 60 items an epoch in 8 steps (7 x 8 + 4). SIGTERM while fetching the first item of epoch 3, step 4 (global
+    # step 20): that step completes, is checkpointed, and training stops.
+    after = 2 * 60 + 3 * 8
+    with pytest.raises(engine.TrainingInterrupted) as stopped:
+        _fit(config, train=FailAfter(Blobs(60, seed=1), after=after, mode="sigterm"), checkpoint_dir=tmp_path)
+    checkpoint = tmp_path / "ckpt-e0002-s00000020.pt"
+    assert stopped.value.exit_code == 143 and stopped.value.mlflow_status == "KILLED"
+    assert str(stopped.value) == (
+        f"stopped by SIGTERM at epoch 3, step 4; checkpoint {checkpoint} written: "
+        "run the same command again to resume from there"
+    )
+    assert "received SIGTERM" in capsys.readouterr().out
+
+    result, _ = _fit(config, checkpoint_dir=tmp_path)
+    assert result.resumed_from == checkpoint
+    assert _comparable(result) == uninterrupted
 
 
 def test_resume_after_a_max_steps_stop_ends_exactly_like_an_uninterrupted_run(
