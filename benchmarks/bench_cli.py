@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import BenchmarkResult, add_output_arguments, machine_info, save_unless_smoke
+from benchmarks.common import BenchmarkResult, add_output_arguments, command_line, machine_info, save_unless_smoke
 
 CLI = [sys.executable, "-m", "azure_dl"]
 COMMANDS: list[tuple[str, list[str], float | None]] = [
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> BenchmarkResult:
     result = BenchmarkResult(
         name="cli_latency",
         title="CLI latency (no credentials, no network)",
-        command="python -m benchmarks.bench_cli " + " ".join(sys.argv[1:]),
+        command=command_line("benchmarks.bench_cli", None),
         machine=machine_info(args.machine),
     )
     rows = []

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +31,9 @@ from typing import Any
 from benchmarks.common import (
     BenchmarkResult,
     add_output_arguments,
+    command_line,
+    load_average,
+    load_notes,
     machine_info,
     median_seconds,
     percentile,
@@ -238,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     concurrency = (1, 2) if args.smoke else CONCURRENCY
     per_client = 3 if args.smoke else args.repeats
     workers_list = args.workers[:1] if args.smoke else args.workers
-    load_before = os.getloadavg()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="bench-endpoint-") as tmp:
         if args.model is not None:
             model_dir, what = args.model.resolve(), f"the model in {args.model}"
@@ -249,11 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_rows, overhead_rows = run(
             model_dir, workers_list=workers_list, concurrency=concurrency, per_client=per_client, log_dir=Path(tmp)
         )
-    load_after = os.getloadavg()
+    load_after = load_average()
     result = BenchmarkResult(
         name=NAME,
         title="Local endpoint (azmlinfsrv) end to end, CPU",
-        command=" ".join(["python -m benchmarks.bench_endpoint", *(sys.argv[1:] if argv is None else argv)]),
+        command=command_line("benchmarks.bench_endpoint", argv),
         machine=machine_info(args.machine),
     )
     result.add_table(
@@ -286,22 +288,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "127.0.0.1; gunicorn sync workers (azmlinfsrv's default), one ONNX Runtime session per worker.",
         "The clients run on the same machine as the server and take CPU from it; on a 2-core machine that "
         "lowers requests/s at high concurrency.",
-        f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before the run, "
-        f"{_load(load_after)} after it (which includes the benchmark's own processes).",
     ]
-    cores = os.cpu_count() or 1
-    if load_before[0] > cores / 2:
-        result.notes.append(
-            f"The machine was busy (1-min load {load_before[0]:.1f} on {cores} cores before the run): other "
-            "processes competed for the CPU; "
-            "absolute latencies are inflated, and differences between runs of a few tens of percent are noise."
-        )
+    result.notes += load_notes(
+        load_before,
+        load_after,
+        busy_effect="absolute latencies are inflated, and differences between runs of a few tens of percent are noise.",
+    )
     save_unless_smoke(result, args)
     return 0
-
-
-def _load(values: tuple[float, float, float]) -> str:
-    return "/".join(f"{v:.1f}" for v in values)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,9 @@ from typing import Any
 from benchmarks.common import (
     BenchmarkResult,
     add_output_arguments,
+    command_line,
+    load_average,
+    load_notes,
     machine_info,
     median_seconds,
     save_unless_smoke,
@@ -184,13 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cases = SMOKE_CASES if args.smoke else FULL_CASES
     lstm_config = SMOKE_LSTM_CONFIG if args.smoke else LSTM_CONFIG
     repeats = 1 if args.smoke else args.repeats
-    load_before = os.getloadavg()
+    load_before = load_average()
     rows = run(cases, repeats=repeats, threads=args.threads, lstm_config=lstm_config)
-    load_after = os.getloadavg()
+    load_after = load_average()
     result = BenchmarkResult(
         name=NAME,
         title="ONNX Runtime vs PyTorch eager, CPU inference",
-        command=" ".join(["python -m benchmarks.bench_onnx_vs_torch", *(sys.argv[1:] if argv is None else argv)]),
+        command=command_line("benchmarks.bench_onnx_vs_torch", argv),
         machine=machine_info(args.machine),
     )
     result.add_table(
@@ -217,23 +219,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"analytic N*(2*T*4H(E+H) + 2*H*C) with E={lstm_config['embed_dim']}, H={lstm_config['hidden_size']}, "
         f"C={NUM_CLASSES}, one forward layer.",
         "max_abs_diff: largest |logit difference| between the two runtimes on the timed input.",
-        f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before the run, "
-        f"{_load(load_after)} after it (which includes the benchmark's own processes).",
     ]
-    cores = os.cpu_count() or 1
-    if load_before[0] > cores / 2:
-        result.notes.append(
-            f"The machine was busy (1-min load {load_before[0]:.1f} on {cores} cores before the run): other "
-            "processes competed for the CPU; "
-            "the multi-threaded rows suffer most (a thread waits at each barrier for a partner that another "
-            "process holds), so compare runtimes within a row, and prefer the 1-thread rows."
-        )
+    result.notes += load_notes(
+        load_before,
+        load_after,
+        busy_effect="the multi-threaded rows suffer most (a thread waits at each barrier for a partner that another "
+        "process holds), so compare runtimes within a row, and prefer the 1-thread rows.",
+    )
     save_unless_smoke(result, args)
     return 0
-
-
-def _load(values: tuple[float, float, float]) -> str:
-    return "/".join(f"{v:.1f}" for v in values)
 
 
 if __name__ == "__main__":

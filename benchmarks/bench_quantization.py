@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,9 @@ from typing import Any
 from benchmarks.common import (
     BenchmarkResult,
     add_output_arguments,
+    command_line,
+    load_average,
+    load_notes,
     machine_info,
     median_seconds,
     save_unless_smoke,
@@ -183,10 +185,6 @@ def run(
     return rows
 
 
-def _load(values: tuple[float, float, float]) -> str:
-    return "/".join(f"{v:.1f}" for v in values)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per case; the median is kept (default 7)")
@@ -214,13 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         cases = [folder_case(folder, (1,) if args.smoke else (1, 8)) for folder in args.folder]
     lstm_config = SMOKE_LSTM_CONFIG if args.smoke else LSTM_CONFIG
     repeats = 1 if args.smoke else args.repeats
-    load_before = os.getloadavg()
+    load_before = load_average()
     rows = run(cases, repeats=repeats, threads=args.threads, lstm_config=lstm_config)
-    load_after = os.getloadavg()
+    load_after = load_average()
     result = BenchmarkResult(
         name=NAME,
         title="INT8 vs fp32 ONNX Runtime, CPU inference (quantized as `register --quantize` does)",
-        command=" ".join(["python -m benchmarks.bench_quantization", *(sys.argv[1:] if argv is None else argv)]),
+        command=command_line("benchmarks.bench_quantization", argv),
         machine=machine_info(args.machine),
     )
     result.add_table(
@@ -262,15 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     result.notes += [
         "ONNX Runtime CPUExecutionProvider, intra-op threads as listed, inter-op 1; batches larger than the held-out "
         "set repeat its items.",
-        f"Load average (1/5/15 min) on this shared machine: {_load(load_before)} before, {_load(load_after)} after.",
     ]
-    cores = os.cpu_count() or 1
-    if max(load_before[0], load_after[0]) > cores:
-        result.notes.append(
-            f"The machine was busy (1-min load above its {cores} cores): other processes competed for the CPU, "
-            "multi-threaded rows most; compare fp32 and int8 within a row (measured back to back), and prefer the "
-            "1-thread rows."
-        )
+    result.notes += load_notes(
+        load_before,
+        load_after,
+        busy_effect="multi-threaded rows most; compare fp32 and int8 within a row (measured back to back), and "
+        "prefer the 1-thread rows.",
+    )
     save_unless_smoke(result, args)
     return 0
 

@@ -19,7 +19,6 @@ without mlflow, so this also runs on a machine that has only torch, numpy and pi
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 from benchmarks.common import (
     BenchmarkResult,
     add_output_arguments,
+    command_line,
     machine_info,
     median_seconds,
     save_unless_smoke,
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> BenchmarkResult:
     result = BenchmarkResult(
         name=f"training_throughput_{device}",
         title=f"Training throughput ({device.upper()})",
-        command="python -m benchmarks.bench_training " + " ".join(sys.argv[1:]),
+        command=command_line("benchmarks.bench_training", None),
         machine=machine_info(args.machine),
     )
     rows = []

@@ -6,9 +6,11 @@ import argparse
 import datetime as _dt
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -135,3 +137,31 @@ def add_output_arguments(parser: argparse.ArgumentParser, *, smoke_help: str) ->
 def save_unless_smoke(result: BenchmarkResult, args: argparse.Namespace) -> None:
     if not args.smoke or args.save:
         print(f"saved {result.save(args.results_dir)}")
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces a run: `python -m MODULE ARGS` (ARGS from the command line unless given)."""
+    return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg() if hasattr(os, "getloadavg") else (math.nan, math.nan, math.nan)
+
+
+def load_notes(before: tuple[float, float, float], after: tuple[float, float, float], *, busy_effect: str) -> list[str]:
+    """Notes on how busy this shared machine was; the second, when it was busy, says what that does to the figures."""
+
+    def show(values: tuple[float, float, float]) -> str:
+        return "/".join(f"{value:.1f}" for value in values)
+
+    notes = [
+        f"Load average (1/5/15 min) on this shared machine: {show(before)} before the run, {show(after)} after it "
+        "(which includes the benchmark's own processes)."
+    ]
+    cores = os.cpu_count() or 1
+    if before[0] > cores / 2:
+        notes.append(
+            f"The machine was busy (1-min load {before[0]:.1f} on {cores} cores before the run): other processes "
+            f"competed for the CPU; {busy_effect}"
+        )
+    return notes
