@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -343,6 +344,15 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
         return _fail(str(exc), EXIT_BAD_INPUT)
     except FileNotFoundError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (setup, test split, export): no step to finish, so stop at once.
+        if ctx.is_main:
+            print(
+                f"interrupted; the same command resumes from the last checkpoint in {checkpoint_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return 128 + signal.SIGINT
     except engine.TrainingInterrupted as exc:
         if ctx.is_main:  # the rank that checkpoints says where; asked for, so not an "error:"
             print(str(exc), file=sys.stderr, flush=True)
