@@ -42,7 +42,19 @@ class EnvironmentDefinition:
     pip_options: tuple[str, ...] = ()
 
 
-_TRAINING = ("torch", "numpy", "pillow", "matplotlib", "mlflow", "azureml-mlflow", "onnx", "onnxscript", "onnxruntime")
+# pydicom: DICOM (.dcm) X-rays, read by the ResNet's data loading and by the image scoring script.
+_TRAINING = (
+    "torch",
+    "numpy",
+    "pillow",
+    "matplotlib",
+    "mlflow",
+    "azureml-mlflow",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "pydicom",
+)
 
 DEFINITIONS: dict[str, EnvironmentDefinition] = {
     "train-gpu": EnvironmentDefinition(
@@ -63,7 +75,7 @@ DEFINITIONS: dict[str, EnvironmentDefinition] = {
         name="inference",
         image=CPU_IMAGE,
         description="azure-dl scoring: ONNX Runtime + the Azure ML inference server (no torch)",
-        packages=("onnxruntime", "azureml-inference-server-http", "numpy", "pillow"),
+        packages=("onnxruntime", "azureml-inference-server-http", "numpy", "pillow", "pydicom"),
     ),
 }
 

@@ -5,10 +5,13 @@ Broken images never crash a run, and every one is counted, in two layers:
 1. `scan_image_folder` checks every file up front in a thread pool and leaves out the ones that cannot be
    decoded, reporting them in `ImageFolderIndex.skipped` as (path, reason). The default "quick" check reads
    headers, verifies PNG chunk checksums (which also catches truncation), checks that a JPEG ends with its
-   end-of-image marker (decoding it fully only when it does not), and fully decodes anything else. On 2 shared
+   end-of-image marker (decoding it fully only when it does not), reads a DICOM file's header and its first
+   frame's stored values (which catches truncation and compressed transfer syntaxes no installed plugin decodes;
+   about 4 ms for an uncompressed 2048x2048 12-bit file), and fully decodes anything else. On 2 shared
    cores it costs about 0.1-2 ms per file (1 MB JPEG / 2 MB 16-bit PNG X-rays), so ~5000 X-rays scan in
    seconds; check="full" decodes every file exactly as training will (about 9 ms per 1 MB JPEG), and
-   check="none" only lists files.
+   check="none" only lists files. DICOM files without pydicom installed stop the scan with the install hint
+   rather than being skipped one by one.
 2. A file that passes the scan and still fails to decode in `ImageDataset.__getitem__` (say, a PNG with a
    corrupt compressed stream but valid checksums) is replaced by the next sample that decodes, so batch shapes
    stay fixed and no fit loop needs an empty-batch case. Its index is flagged in a shared-memory tensor that
@@ -36,12 +39,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from training_scripts.dicom import check_dicom, import_pydicom
 from training_scripts.preprocess import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
     ImagePreprocessConfig,
     ImageSource,
+    MissingDecoderError,
     image_to_array,
+    is_dicom_file,
     is_image_file,
     normalize_image,
     open_image,
@@ -108,6 +114,9 @@ def check_image_file(path: Path, check: ScanCheck = "quick", max_pixels: int | N
     try:
         if check == "full":
             open_image(path, max_pixels=max_pixels)
+            return None
+        if is_dicom_file(path):
+            check_dicom(path, max_pixels)
             return None
         with Image.open(path) as img:
             width, height = img.size
@@ -178,6 +187,13 @@ def scan_image_folder(
         images, others = _list_images(root / name)
         candidates.extend((path, label) for path in images)
         other_files[name] = others
+    dicom_files = [path for path, _ in candidates if is_dicom_file(path)]
+    if dicom_files:
+        # One clear error instead of every .dcm skipped as "unreadable" (or, with check="none", failing in training).
+        try:
+            import_pydicom(str(dicom_files[0]))
+        except MissingDecoderError as exc:
+            raise DatasetError(f"{root} holds {len(dicom_files)} DICOM file(s), but {exc}") from None
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         problems = list(pool.map(lambda item: check_image_file(item[0], check, max_pixels), candidates))

@@ -1,7 +1,8 @@
 """Evaluation preprocessing shared by training and scoring: decode images and encode texts with PIL + numpy only.
 
 The inference environment has no torch, and the scoring scripts call exactly these functions, so evaluation
-during training is bit-identical to what a served model sees. Nothing here may import torch.
+during training is bit-identical to what a served model sees. Nothing here may import torch. DICOM files are
+decoded by training_scripts/dicom.py (pydicom, an optional dependency), loaded only when one is met.
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ TEXT_INPUT_NAME = "input_ids"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Matched case-insensitively (X-ray exports are often named *.PNG / *.JPEG).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+# Matched case-insensitively (X-ray exports are often named *.PNG / *.JPEG). .dcm needs pydicom (the "dicom" extra).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".dcm"})
+DICOM_EXTENSION = ".dcm"
+# A DICOM Part 10 file has a 128-byte preamble and then these 4 bytes; bytes from a scoring request have no name.
+DICOM_MAGIC = b"DICM"
+DICOM_MAGIC_OFFSET = 128
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
 
@@ -55,9 +60,23 @@ class ImageTooLargeError(ImageDecodeError):
     """The image has more pixels than the caller allows (a decompression-bomb guard)."""
 
 
+class MissingDecoderError(ImageDecodeError):
+    """The image's format needs an optional package that is not installed (pydicom for DICOM)."""
+
+
 def is_image_file(path: str | os.PathLike[str]) -> bool:
     """True when the file name has one of IMAGE_EXTENSIONS, in any letter case."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file name ends in .dcm, in any letter case."""
+    return Path(path).suffix.lower() == DICOM_EXTENSION
+
+
+def has_dicom_magic(data: bytes | bytearray | memoryview) -> bool:
+    """True when `data` (the start of a file is enough) has the DICOM Part 10 marker at byte 128."""
+    return bytes(data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)]) == DICOM_MAGIC
 
 
 @dataclass(frozen=True)
@@ -126,6 +145,8 @@ def open_image(source: ImageSource, *, max_pixels: int | None = None, name: str 
     - 16/32-bit and float greyscale (I;16, I;16B, I, F) is rescaled linearly from the image's own min..max to
       0..255 (a constant image becomes 0); NaN and infinities become 0.
     - CMYK, palette, 1-bit and other modes go through PIL's conversion to RGB.
+    - DICOM (a .dcm name, or the "DICM" marker at byte 128) is decoded with pydicom: see training_scripts/dicom.py.
+      Without pydicom it raises MissingDecoderError, which names the file and the package to install.
 
     Raises ImageDecodeError (naming the file, or `name` for bytes) for corrupt, truncated or non-image data,
     and ImageTooLargeError when width * height exceeds `max_pixels`. PIL's own global bomb limit
@@ -133,12 +154,17 @@ def open_image(source: ImageSource, *, max_pixels: int | None = None, name: str 
     """
     label = _source_name(source, name)
     if isinstance(source, bytes | bytearray | memoryview):
-        return _decode(io.BytesIO(bytes(source)), label, max_pixels)
+        return _decode(io.BytesIO(bytes(source)), label, max_pixels, named_dicom=False)
     with Path(source).open("rb") as handle:  # OSError for a missing file stays an OSError
-        return _decode(handle, label, max_pixels)
+        return _decode(handle, label, max_pixels, named_dicom=is_dicom_file(source))
 
 
-def _decode(stream: IO[bytes], label: str, max_pixels: int | None) -> Image.Image:
+def _decode(stream: IO[bytes], label: str, max_pixels: int | None, *, named_dicom: bool) -> Image.Image:
+    if named_dicom or has_dicom_magic(_peek(stream, DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))):
+        # Imported here: dicom.py imports this module, and it is only needed when a DICOM file is met.
+        from training_scripts.dicom import decode_dicom
+
+        return decode_dicom(stream, label, max_pixels)
     try:
         img: Image.Image = Image.open(stream)
         width, height = img.size
@@ -167,6 +193,15 @@ def _decode(stream: IO[bytes], label: str, max_pixels: int | None) -> Image.Imag
         raise ImageDecodeError(f"cannot convert image {label} (mode {img.mode}) to RGB: {exc}") from exc
 
 
+def _peek(stream: IO[bytes], size: int) -> bytes:
+    """The first `size` bytes of a seekable stream, leaving its position where it was."""
+    position = stream.tell()
+    stream.seek(0)
+    head = stream.read(size)
+    stream.seek(position)
+    return head
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB with the rules documented in `open_image`."""
     mode = img.mode
@@ -186,16 +221,25 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _rescale_wide_grey(img: Image.Image) -> Image.Image:
-    values = np.asarray(img).astype(np.float64)
+    return Image.fromarray(rescale_to_uint8(np.asarray(img)))
+
+
+def rescale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Greyscale values of any numeric type -> uint8, linearly from their own min..max to 0..255.
+
+    A constant array becomes all 0; NaN and infinities become 0. Shared by 16-bit/float PIL images and DICOM, so a
+    12-bit X-ray keeps the same contrast whichever format it was stored in.
+    """
+    values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.any():
-        return Image.new("L", img.size, 0)
+        return np.zeros(values.shape, dtype=np.uint8)
     low = float(values[finite].min())
     high = float(values[finite].max())
     if high <= low:
-        return Image.new("L", img.size, 0)
+        return np.zeros(values.shape, dtype=np.uint8)
     scaled = (np.where(finite, values, low) - low) * (255.0 / (high - low))
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def normalize_image(img: Image.Image, cfg: ImagePreprocessConfig) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Azure ML scoring script for the image classifier: init() loads model.onnx once, run() scores base64 images.
 
-Request `{"images": ["<base64 JPEG/PNG/BMP>", ...], "top_k": 3}`; answer `{"predictions": [{"label", "score",
+Request `{"images": ["<base64 JPEG/PNG/BMP/DICOM>", ...], "top_k": 3}`; answer `{"predictions": [{"label", "score",
 "probabilities"}]}` in request order; client errors -> HTTP 400 `{"message": ...}` (see training_scripts/scoring.py).
 Runs under azureml-inference-server-http with AZUREML_MODEL_DIR set.
 """

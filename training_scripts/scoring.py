@@ -3,8 +3,9 @@
 Torch-free (numpy, PIL, onnxruntime; the inference server's response type only when a response is built), because
 the inference environment has no torch. The request/response contract:
 
-- image model: `{"images": ["<base64 JPEG/PNG/BMP>", ...], "top_k": 3}` (`top_k` optional, 1..number of classes,
-  default min(3, number of classes));
+- image model: `{"images": ["<base64 JPEG/PNG/BMP/DICOM>", ...], "top_k": 3}` (`top_k` optional, 1..number of
+  classes, default min(3, number of classes)); DICOM needs pydicom in the server's environment (without it such an
+  item gets a 400 that says so);
 - text model: `{"texts": ["...", ...]}`;
 - answer: `{"predictions": [{"label": ..., "score": p, "probabilities": {label: p, ...}}, ...]}` in request order;
   `probabilities` holds the top_k classes (highest first) for images and every class for text.
@@ -12,7 +13,7 @@ the inference environment has no torch. The request/response contract:
 Every client mistake gets HTTP 400 with `{"message": "..."}` naming the field, the item and what to do: bad JSON,
 not an object, a missing, mistyped or unknown field (unknown fields are REJECTED, so a typo such as "image" or
 "topk" is not silently ignored), an empty list, more items than the batch limit, invalid base64, a payload that is
-not a decodable JPEG/PNG/BMP, an image over the pixel limit, a non-string or over-long text, top_k out of range.
+not a decodable JPEG/PNG/BMP/DICOM, an image over the pixel limit, a non-string or over-long text, top_k out of range.
 A fault on the server's side (ONNX Runtime failing, non-finite scores) gets 500 with a generic message and is
 logged with its traceback. Limits come from the environment: AZURE_DL_MAX_BATCH (items per request, default 64),
 AZURE_DL_MAX_IMAGE_PIXELS (width x height, default 40,000,000), AZURE_DL_MAX_TEXT_CHARS (default 100,000), and
@@ -41,9 +42,11 @@ from training_scripts.preprocess import (
     ImageDecodeError,
     ImagePreprocessConfig,
     ImageTooLargeError,
+    MissingDecoderError,
     TextPreprocessConfig,
     Vocabulary,
     encode_texts,
+    has_dicom_magic,
     image_to_array,
     load_preprocess_config,
     open_image,
@@ -71,7 +74,8 @@ IMAGE_FIELDS = ("images", "top_k")
 TEXT_FIELDS = ("texts",)
 
 # First bytes of the formats the contract accepts (also the extensions training reads). Checked before PIL opens
-# the data, so none of PIL's many other decoders ever sees untrusted bytes.
+# the data, so none of PIL's many other decoders ever sees untrusted bytes. DICOM has its marker at byte 128
+# (preprocess.has_dicom_magic) and is decoded by pydicom, not PIL.
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"))
 
 # A child of the inference server's own logger, so messages land in its log with its format.
@@ -263,7 +267,7 @@ def _strip_data_uri(text: str) -> str:
 
 
 def decode_base64_image(value: Any, index: int) -> bytes:
-    """images[index] -> the image bytes, checked to be base64 and to start like a JPEG, PNG or BMP file."""
+    """images[index] -> the image bytes, checked to be base64 and to start like a JPEG, PNG, BMP or DICOM file."""
     where = f"images[{index}]"
     if not isinstance(value, str):
         raise RequestError(f"{where} must be a base64 string, got a JSON {_json_type(value)}")
@@ -275,9 +279,9 @@ def decode_base64_image(value: Any, index: int) -> bytes:
         data = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestError(f"{where} is not valid base64 ({exc}); send standard base64 of the file's bytes") from None
-    if not any(data.startswith(magic) for magic, _ in _MAGIC):
+    if not any(data.startswith(magic) for magic, _ in _MAGIC) and not has_dicom_magic(data):
         raise RequestError(
-            f"{where} is not a JPEG, PNG or BMP file (its first bytes are {data[:8].hex(' ')}); "
+            f"{where} is not a JPEG, PNG or BMP file or a DICOM file (its first bytes are {data[:8].hex(' ')}); "
             "send the base64 of the image file itself"
         )
     return data
@@ -354,7 +358,7 @@ class Scorer:
 
 class ImageScorer(Scorer):
     task = "image-classification"
-    example = '{"images": ["<base64 JPEG/PNG/BMP>", ...], "top_k": 3}'
+    example = '{"images": ["<base64 JPEG/PNG/BMP/DICOM>", ...], "top_k": 3}'
 
     def __init__(self, session: Session, labels: Sequence[str], cfg: ImagePreprocessConfig, limits: Limits) -> None:
         super().__init__(session, labels, "pixel_values", limits)
@@ -375,8 +379,16 @@ class ImageScorer(Scorer):
                 raise RequestError(
                     f"{reason}; downscale the image (the server's {MAX_PIXELS_ENV} sets the limit)"
                 ) from None
+            except MissingDecoderError as exc:
+                # A client's 400, not a server fault: the request asks for a format this deployment does not read.
+                # Logged as a warning too, because the fix (adding pydicom) is the server owner's.
+                logger.warning("%s", exc)
+                raise RequestError(
+                    f"{exc}; this endpoint cannot read DICOM until pydicom is added to its environment, "
+                    "so send the image as PNG or JPEG"
+                ) from None
             except ImageDecodeError as exc:
-                raise RequestError(f"{exc}; send an intact JPEG, PNG or BMP file") from None
+                raise RequestError(f"{exc}; send an intact JPEG, PNG, BMP or DICOM file") from None
             arrays.append(image_to_array(img, self.cfg))
         return np.stack(arrays), top_k
 

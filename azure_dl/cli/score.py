@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("target", metavar="TARGET", help="http(s) URL of the endpoint, or an Azure ML endpoint name")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--image", nargs="+", metavar="FILE", help="JPEG, PNG or BMP files to classify")
+    what.add_argument("--image", nargs="+", metavar="FILE", help="JPEG, PNG, BMP or DICOM files to classify")
     what.add_argument("--text", nargs="+", metavar="TEXT", help="texts to classify (quote each one)")
     parser.add_argument(
         "--top-k",

@@ -145,10 +145,10 @@ def test_layout_errors(tmp_path: Path) -> None:
 def test_class_without_usable_images_is_named(xray_folder: Path) -> None:
     empty = xray_folder / "covid"
     empty.mkdir()
-    (empty / "scan.dcm").write_bytes(b"DICM")
+    (empty / "scan.tif").write_bytes(b"II*\x00")  # TIFF is not one of IMAGE_EXTENSIONS (.dcm now is)
     (empty / "broken.png").write_bytes(b"nope")
     with pytest.raises(
-        DatasetError, match=r"'covid' \(1 unreadable image\(s\); 1 file\(s\) with other extensions: .dcm\)"
+        DatasetError, match=r"'covid' \(1 unreadable image\(s\); 1 file\(s\) with other extensions: .tif\)"
     ):
         scan_image_folder(xray_folder)
 

@@ -190,7 +190,7 @@ def test_max_pixels_guard() -> None:
 
 def test_is_image_file_ignores_case() -> None:
     assert pp.is_image_file("a/B.PNG") and pp.is_image_file("x.JpEg") and pp.is_image_file("y.bmp")
-    assert not pp.is_image_file("z.dcm") and not pp.is_image_file("png")
+    assert pp.is_image_file("z.dcm") and pp.is_image_file("Z.DCM") and not pp.is_image_file("png")
 
 
 # ----------------------------------------------------------------------------------------- eval transform

@@ -1,0 +1,177 @@
+"""DICOM (.dcm) images, decoded with pydicom into the same 8-bit RGB image `preprocess.open_image` makes of a PNG.
+
+pydicom is optional (`pip install "azure-dl[dicom]"`) and imported only when a DICOM file is met; without it every
+function here raises preprocess.MissingDecoderError naming the file and the package to install. Nothing here
+imports torch (the inference environment has none).
+
+Greyscale (MONOCHROME1/2), in this order:
+1. the modality LUT (Rescale Slope / Intercept, or a Modality LUT Sequence) gives the stored values their meaning;
+2. the first VOI LUT or window (Window Center / Width) in the file is applied, when the file has one;
+3. MONOCHROME1 (bright = low values) is inverted, so that bone is bright as in MONOCHROME2;
+4. the result is rescaled linearly from its own min..max to 0..255, exactly as a 16-bit PNG is
+   (preprocess.rescale_to_uint8), then copied into R, G and B.
+RGB and YBR photometric interpretations come out as RGB (pydicom converts YBR), 16-bit colour scaled by Bits Stored.
+Of a multi-frame file only the FIRST frame is used (one image per file, as for every other format); per-frame
+rescale/window values in an enhanced file's functional groups are not read, only the top-level ones.
+
+Errors are per file (preprocess.ImageDecodeError, so a training scan skips and counts the file and scoring answers
+400): not a DICOM Part 10 file (no "DICM" at byte 128; files without the preamble are not read), no pixel data,
+a palette or other unsupported photometric interpretation, and a compressed transfer syntax that no installed
+pydicom plugin decodes (JPEG Lossless and JPEG-LS need pylibjpeg or gdcm; the message says which package).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+from training_scripts.preprocess import (
+    DICOM_MAGIC,
+    DICOM_MAGIC_OFFSET,
+    ImageDecodeError,
+    ImageTooLargeError,
+    MissingDecoderError,
+    has_dicom_magic,
+    rescale_to_uint8,
+)
+
+INSTALL_HINT = 'pip install "azure-dl[dicom]" (or pip install pydicom)'
+_GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
+# pydicom's pixel_array converts the YBR ones to RGB (its default as_rgb=True).
+_COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"})
+
+
+def import_pydicom(label: str) -> ModuleType:
+    """The pydicom module, or MissingDecoderError naming `label` and what to install (pydicom 3 is needed)."""
+    try:
+        import pydicom
+    except ImportError:
+        message = f"cannot decode DICOM image {label}: pydicom is not installed; {INSTALL_HINT}"
+        raise MissingDecoderError(message) from None
+    try:
+        import pydicom.pixels  # the pixel API used here, new in pydicom 3.0
+    except ImportError:
+        version = getattr(pydicom, "__version__", "?")
+        raise MissingDecoderError(
+            f"cannot decode DICOM image {label}: pydicom {version} is installed, 3.0 or later is needed; "
+            'pip install -U "azure-dl[dicom]"'
+        ) from None
+    return pydicom
+
+
+def decode_dicom(stream: IO[bytes], label: str, max_pixels: int | None = None) -> Image.Image:
+    """A DICOM file's first frame -> 8-bit RGB PIL image (see the module docstring for the steps).
+
+    Raises MissingDecoderError without pydicom, ImageTooLargeError when Rows x Columns exceeds `max_pixels` (or
+    PIL's own bomb limit), and ImageDecodeError, naming `label`, for anything else that cannot be decoded.
+    """
+    ds, pixels = _read(stream, label, max_pixels)
+    try:
+        return _to_rgb(ds, pixels)
+    except MemoryError:
+        raise
+    except Exception as exc:  # pydicom's LUT code raises ValueError, KeyError, IndexError... on bad attributes
+        raise ImageDecodeError(f"cannot decode DICOM image {label}: {type(exc).__name__}: {exc}") from exc
+
+
+def check_dicom(path: str | os.PathLike[str], max_pixels: int | None = None) -> None:
+    """Raise what `decode_dicom` would for a header, transfer-syntax or pixel-data problem, without the LUT work.
+
+    The training scan's quick check: it reads the file and decodes the first frame's stored values (for an
+    uncompressed file that is a copy that fails on truncation), skipping the modality/VOI LUTs and the rescaling.
+    """
+    label = os.fspath(path)
+    with Path(path).open("rb") as handle:  # OSError for a missing file stays an OSError
+        _read(handle, label, max_pixels)
+
+
+def _read(stream: IO[bytes], label: str, max_pixels: int | None) -> tuple[Any, np.ndarray]:
+    """(dataset, first frame's stored values) after every check that needs no LUT."""
+    pydicom = import_pydicom(label)
+    from pydicom import pixels
+
+    stream.seek(0)
+    if not has_dicom_magic(stream.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))):
+        raise ImageDecodeError(
+            f"cannot decode DICOM image {label}: no 'DICM' marker at byte {DICOM_MAGIC_OFFSET} "
+            "(not a DICOM Part 10 file, or truncated)"
+        )
+    stream.seek(0)
+    try:
+        ds = pydicom.dcmread(stream)
+        _check_header(ds, label, max_pixels, pixels)
+        return ds, pixels.pixel_array(ds, index=0)
+    except ImageDecodeError:
+        raise
+    except MemoryError:
+        raise
+    # Untrusted bytes: pydicom raises many types (InvalidDicomError, ValueError, EOFError, AttributeError, ...).
+    except Exception as exc:
+        raise ImageDecodeError(f"cannot decode DICOM image {label}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_header(ds: Any, label: str, max_pixels: int | None, pixels: ModuleType) -> None:
+    if "PixelData" not in ds:
+        raise ImageDecodeError(
+            f"cannot decode DICOM image {label}: it has no Pixel Data element (a non-image object, or cut short)"
+        )
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is None:
+        raise ImageDecodeError(f"cannot decode DICOM image {label}: the file meta has no Transfer Syntax UID")
+    try:
+        decoder = pixels.get_decoder(syntax)
+    except NotImplementedError:
+        raise ImageDecodeError(
+            f"cannot decode DICOM image {label}: pydicom has no decoder for transfer syntax {syntax}"
+        ) from None
+    if not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies) or "a pydicom decoding plugin"
+        raise ImageDecodeError(
+            f"cannot decode DICOM image {label}: its transfer syntax {syntax.name} ({syntax}) needs a decoder "
+            f"that is not installed ({needs}); convert the file to an uncompressed DICOM or PNG, or install one"
+        )
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if rows < 1 or columns < 1:
+        raise ImageDecodeError(f"cannot decode DICOM image {label}: Rows x Columns is {rows}x{columns}")
+    count = rows * columns
+    # PIL's decompression-bomb limit applies to PNGs; DICOM pixels never pass through PIL's decoders, so apply it here.
+    pil_limit = None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+    for limit in (max_pixels, pil_limit):
+        if limit is not None and count > limit:
+            raise ImageTooLargeError(
+                f"{label}: image is {columns}x{rows} = {count} pixels, more than the limit of {limit}; "
+                "downscale it or raise max_pixels"
+            )
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric not in _GREY | _COLOUR:
+        raise ImageDecodeError(
+            f"cannot decode DICOM image {label}: photometric interpretation {photometric or '(none)'!r} is not "
+            f"supported (only {', '.join(sorted(_GREY | _COLOUR))})"
+        )
+
+
+def _to_rgb(ds: Any, stored: np.ndarray) -> Image.Image:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    photometric = str(ds.PhotometricInterpretation).strip()
+    if photometric in _COLOUR:
+        if stored.ndim != 3 or stored.shape[-1] != 3:
+            raise ValueError(f"{photometric} pixel data has shape {stored.shape}, expected (rows, columns, 3)")
+        if stored.dtype != np.uint8:
+            # 16-bit colour: scale the stored range (not the image's own) so colours keep their balance.
+            top = float(2 ** int(ds.get("BitsStored") or 16) - 1)
+            stored = np.clip(np.rint(stored.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(stored))
+    if stored.ndim != 2:
+        raise ValueError(f"{photometric} pixel data has shape {stored.shape}, expected (rows, columns)")
+    values = apply_voi_lut(apply_modality_lut(stored, ds), ds, index=0)
+    values = np.asarray(values, dtype=np.float64)
+    if photometric == "MONOCHROME1":
+        # Rescaling by the own range follows, so negating is the same as max + min - value.
+        values = -values
+    return Image.fromarray(rescale_to_uint8(values)).convert("RGB")
