@@ -33,6 +33,9 @@ Semantics worth knowing:
   grad scaler, RNG states, sampler position, history, early-stopping state, best weights, MLflow run). On CPU
   with a fixed seed and num_workers=0 a resumed run ends with exactly the metrics of an uninterrupted one. A
   checkpoint written with a different training configuration is refused (`CheckpointMismatchError`).
+- SIGTERM/SIGINT during `fit`'s loop (interrupts.GracefulStop) finish the step in progress (DDP: up to the next
+  sync point), checkpoint it, and raise `TrainingInterrupted` (exit code 128 + signal); one arriving during
+  validation stops after that epoch's checkpoint. Restarting resumes from there like any other checkpoint.
 - A NaN/inf training loss raises `NonFiniteLossError` (epoch and step named); the checkpoints written before it
   stay. Every `TrainingError` has an `exit_code` for the script to exit with.
 - On CUDA: autocast in bf16 where supported, else fp16 with a GradScaler (T4); `channels_last` for 4-D inputs
@@ -120,13 +123,15 @@ class TrainingInterrupted(TrainingError):
     mlflow_status = "KILLED"  # not a failure: the same command resumes it into the same MLflow run
 
     def __init__(self, signum: int, epoch: int, step: int, checkpoint: Path | None) -> None:
+        """`epoch` 1-based; `step` within it, 0 = stopped at the end of the epoch before (after its validation)."""
         self.exit_code = 128 + signum  # the shell's convention for "stopped by signal N": 143 SIGTERM, 130 SIGINT
         name = signal.Signals(signum).name
+        where = f"at epoch {epoch}, step {step}" if step > 0 else f"after epoch {epoch - 1}"
         if checkpoint is not None:
             advice = f"checkpoint {checkpoint} written: run the same command again to resume from there"
         else:
             advice = "no checkpoint directory, so nothing was saved"
-        super().__init__(f"stopped by {name} at epoch {epoch}, step {step}; {advice}")
+        super().__init__(f"stopped by {name} {where}; {advice}")
 
 
 class CheckpointMismatchError(TrainingError):

@@ -287,3 +287,28 @@ def test_sgd_and_schedulers_run() -> None:
     step_result, _ = _fit(_config(epochs=3, optimizer="sgd", scheduler="step"))
     # StepLR(step_size=max(1, 3 // 3)) divides the lr by 10 after every epoch.
     assert [row["lr"] for row in step_result.history] == pytest.approx([0.05, 0.005, 0.0005])
+
+
+def test_an_interruption_message_says_where_training_stopped(tmp_path: Path) -> None:
+    mid = engine.TrainingInterrupted(15, epoch=3, step=4, checkpoint=tmp_path / "ckpt.pt")
+    assert str(mid).startswith("stopped by SIGTERM at epoch 3, step 4; checkpoint ")
+    boundary = engine.TrainingInterrupted(2, epoch=3, step=0, checkpoint=None)
+    assert str(boundary) == "stopped by SIGINT after epoch 2; no checkpoint directory, so nothing was saved"
+    assert (mid.exit_code, boundary.exit_code) == (143, 130)
+
+
+def test_sigterm_during_validation_stops_after_that_epochs_checkpoint(
+    tmp_path: Path, uninterrupted: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(scheduler="cosine", checkpoint_every_steps=3)
+    engine.seed_everything(config.seed)
+    signalling_val = FailAfter(Blobs(30, seed=2), after=0, mode="sigterm")  # on the first validation item
+    with pytest.raises(engine.TrainingInterrupted, match="stopped by SIGTERM after epoch 1; checkpoint "):
+        engine.fit(
+            ToyNet(), Blobs(60, seed=1), signalling_val, config, class_names=NAMES, ctx=CPU, checkpoint_dir=tmp_path
+        )
+    capsys.readouterr()
+
+    result, _ = _fit(config, checkpoint_dir=tmp_path)
+    assert result.resumed_from == tmp_path / "ckpt-e0001-s00000008.pt"
+    assert _comparable(result) == uninterrupted
