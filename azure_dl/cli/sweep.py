@@ -177,6 +177,7 @@ def run_local_sweep(sweep: SweepSpec, prepared: Prepared, args: argparse.Namespa
     seed = args.seed if args.seed is not None else 0
     trials = local_trials(sweep, seed)
     results: list[dict[str, Any]] = []
+    stopped_code = 0
     for index, values in enumerate(trials):
         output = prepared.out / "trials" / f"trial-{index:03d}"
         output.mkdir(parents=True, exist_ok=True)
@@ -191,6 +192,7 @@ def run_local_sweep(sweep: SweepSpec, prepared: Prepared, args: argparse.Namespa
             extra=values,
         )
         code = int(getattr(result, "returncode", 1))
+        interrupted = bool(getattr(result, "interrupted", False))
         metric = read_metric(output / "metrics.json", sweep.primary_metric) if code == 0 else None
         status = "ok" if code == 0 and metric is not None else (f"exit {code}" if code else "no metric")
         results.append(
@@ -198,10 +200,14 @@ def run_local_sweep(sweep: SweepSpec, prepared: Prepared, args: argparse.Namespa
                 "trial": index,
                 "params": {param.name: value for param, value in values.items()},
                 "metric": metric,
-                "status": status,
+                "status": "interrupted" if interrupted else status,
                 "output": str(output),
             }
         )
+        if interrupted:  # Ctrl-C or SIGTERM: stop the sweep, not just this trial
+            note(f"interrupted: {len(trials) - index - 1} trial(s) not run; results so far below")
+            stopped_code = code or 130
+            break
     scored = [row for row in results if row["metric"] is not None]
     best = (max if sweep.goal == "maximize" else min)(scored, key=lambda row: row["metric"]) if scored else None
     summary = {"primary_metric": sweep.primary_metric, "goal": sweep.goal, "best": best, "trials": results}
@@ -221,11 +227,11 @@ def run_local_sweep(sweep: SweepSpec, prepared: Prepared, args: argparse.Namespa
     )
     if best is None:
         print(f"error: no trial produced {sweep.primary_metric} (logs: {prepared.out / 'trials'})", file=sys.stderr)
-        return 1
+        return stopped_code or 1
     print(
         f"best: trial {best['trial']} {sweep.primary_metric}={best['metric']:.4f} {best['params']} -> {best['output']}"
     )
-    return 0
+    return stopped_code
 
 
 # -------------------------------------------------------------------------------------------------------- handler

@@ -7,6 +7,7 @@ import json
 import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -245,6 +246,28 @@ def test_local_sweep_runs_two_tiny_trials_and_reports_the_best(
         assert (Path(trial["output"]) / "model.onnx").is_file()
         assert (Path(trial["output"]) / "metrics.json").is_file()
     assert "best: trial" in capsys.readouterr().out
+
+
+def test_an_interrupted_trial_stops_the_local_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    calls: list[Path] = []
+
+    def interrupted_run(spec: Any, *, output: Path, **kwargs: Any) -> Any:
+        calls.append(output)
+        return SimpleNamespace(returncode=130, interrupted=True)
+
+    monkeypatch.setattr(submit, "run_locally", interrupted_run)
+    out = tmp_path / "sweep"
+    data = tiny_image_folder(tmp_path / "images")
+    argv = ["sweep", "resnet", "--local", "--out", str(out), "--data", str(data), "--max-trials", "3"]
+    argv += ["--max-concurrent", "1", "--search", "lr=loguniform(1e-4, 1e-3)"]
+    assert main(argv) == 130
+    assert len(calls) == 1, "Ctrl-C on one trial must not start the next"
+    results = json.loads((out / "sweep_results.json").read_text())
+    assert [trial["status"] for trial in results["trials"]] == ["interrupted"]
+    assert "2 trial(s) not run" in capsys.readouterr().err
 
 
 def test_sweep_submission_sizes_the_cluster_for_concurrent_trials(

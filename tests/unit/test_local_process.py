@@ -177,6 +177,33 @@ def test_a_command_that_ignores_ctrl_c_is_terminated_after_the_grace_period(tmp_
     assert result.returncode == 128 + signal.SIGTERM
 
 
+def test_sigterm_to_us_is_forwarded_so_the_command_does_not_outlive_us(tmp_path: Path) -> None:
+    argv = _script(
+        tmp_path,
+        """
+        import signal, sys, time
+        def stop(signum, frame):
+            print("got SIGTERM, saving", flush=True)
+            sys.exit(7)
+        signal.signal(signal.SIGTERM, stop)
+        print("ready", flush=True)
+        time.sleep(30)
+        """,
+    )
+
+    def on_text(text: str) -> None:
+        if "ready" in text:
+            # As `kill PID` or a CI runner's timeout would: the signal reaches this process only.
+            threading.Timer(0.05, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    result = run_command(argv, cwd=tmp_path, env=_env(), stream=_Watcher(on_text), log_path=tmp_path / "run.log")
+    assert result.interrupted
+    assert result.returncode == 7
+    assert "got SIGTERM, saving" in (tmp_path / "run.log").read_text()
+    assert signal.getsignal(signal.SIGTERM) == handler_before
+
+
 def test_missing_program_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no-such-program-xyz"):
         run_command(["no-such-program-xyz"], cwd=tmp_path, env=_env(), render=False)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -68,9 +68,10 @@ def torchrun_wrap(argv: Sequence[str], nproc: int) -> list[str]:
 
 
 class _Interrupter:
-    """Ctrl-C handling while the child runs: SIGINT to its group, then SIGTERM and SIGKILL after a grace period.
+    """Signals while the child runs: Ctrl-C sends SIGINT to its group, then SIGTERM and SIGKILL after a grace period.
 
-    A second Ctrl-C skips ahead to the next, stronger signal.
+    A second Ctrl-C skips ahead to the next, stronger signal. A SIGTERM to us (`kill`, a CI runner's timeout, a
+    container stopping) starts at SIGTERM: the child is in its own session and would otherwise outlive us.
     """
 
     def __init__(self, process: subprocess.Popen[bytes], grace_s: float) -> None:
@@ -106,6 +107,12 @@ class _Interrupter:
 
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.interrupted = True
+        self.escalate()
+
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupted = True
+        with self._lock:
+            self._stage = max(self._stage, 1)  # straight to SIGTERM: what we were sent is what the child gets
         self.escalate()
 
     def cancel(self) -> None:
@@ -151,9 +158,10 @@ def run_command(
         raise FileNotFoundError(f"cannot start {argv[0]!r}: {exc.strerror}; is it installed and on PATH?") from exc
     interrupter = _Interrupter(process, interrupt_grace_s)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.getsignal(signal.SIGINT)
+    previous_handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     if in_main_thread:
         signal.signal(signal.SIGINT, interrupter.on_sigint)
+        signal.signal(signal.SIGTERM, interrupter.on_sigterm)
     renderer = ProgressRenderer(stream) if render else None
     last_events: dict[str, dict[str, Any]] = {}
     log = log_path.open("a", encoding="utf-8") if log_path is not None else None
@@ -176,10 +184,13 @@ def run_command(
     finally:
         interrupter.cancel()
         if in_main_thread:
-            # None: the previous handler was not set from Python; Python's own is the sensible default then.
-            signal.signal(
-                signal.SIGINT, previous_handler if previous_handler is not None else signal.default_int_handler
-            )
+            # None: the previous handler was not set from Python; the signal's default is the sensible one then.
+            defaults: dict[int, Callable[[int, FrameType | None], Any] | int] = {
+                signal.SIGINT: signal.default_int_handler,
+                signal.SIGTERM: signal.SIG_DFL,
+            }
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler if handler is not None else defaults[signum])
         if renderer is not None:
             renderer.close()
         if log is not None:
