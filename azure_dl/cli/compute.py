@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from azure_dl.cli._shared import show_help, workspace_client
 from azure_dl.workspace import add_workspace_arguments
 
 DEFAULT_IDLE_MINUTES = 30
@@ -64,18 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     for action in (ensure, delete, quota):
         add_workspace_arguments(action)
-    parser.set_defaults(handler=lambda _args: _print_help(parser))
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from azure_dl.backends.azureml import client as azure_client
-
-    return azure_client.client_from_args(args)
+    parser.set_defaults(handler=show_help(parser))
 
 
 def _price(size: Any, nodes: int) -> str:
@@ -105,7 +95,7 @@ def _ensure(args: argparse.Namespace) -> int:
             ("price", _price(size, args.max_nodes)),
         ],
     )
-    ml_client = _client(args)
+    ml_client = workspace_client(args)
     check = check_quota(ml_client, size.name, 1, low_priority=args.low_priority)
     for warning in check.warnings:
         note(f"warning: {warning}")
@@ -133,7 +123,7 @@ def _delete(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.compute import delete_compute
     from azure_dl.errors import ConfigError
 
-    ml_client = _client(args)
+    ml_client = workspace_client(args)
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError(f"deleting compute {args.name!r} needs confirmation", hint="pass --yes")
@@ -151,7 +141,7 @@ def _quota(args: argparse.Namespace) -> int:
     from azure_dl.catalog import list_vm_sizes
     from azure_dl.console import note, print_key_values, print_table
 
-    ml_client = _client(args)
+    ml_client = workspace_client(args)
     if args.size:
         check = check_quota(ml_client, args.size, args.nodes, args.location, low_priority=args.low_priority)
         rows = [

@@ -10,29 +10,28 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from azure_dl.cli._shared import show_help
 from azure_dl.errors import AzureDLError
 
 TEXT_SUFFIXES = (".csv", ".jsonl")
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _whole_number(text, 0)
 
 
 def _ratio(text: str) -> float:
@@ -149,13 +148,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     text.set_defaults(handler=_synth_text)
 
-    synth.set_defaults(handler=lambda _args: _print_help(synth))
-    parser.set_defaults(handler=lambda _args: _print_help(parser))
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
+    synth.set_defaults(handler=show_help(synth))
+    parser.set_defaults(handler=show_help(parser))
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:

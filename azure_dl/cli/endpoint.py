@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from azure_dl.cli._shared import show_help, workspace_client
 from azure_dl.workspace import add_workspace_arguments
 
 
@@ -48,18 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     for action in (show, traffic, rollback, delete):
         add_workspace_arguments(action)
-    parser.set_defaults(handler=lambda _args: _print_help(parser))
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from azure_dl.backends.azureml import client as azure_client
-
-    return azure_client.client_from_args(args)
+    parser.set_defaults(handler=show_help(parser))
 
 
 def _split(values: Any) -> str:
@@ -97,7 +87,7 @@ def _show(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.endpoints import read_endpoint
     from azure_dl.errors import AzureDLError
 
-    ml_client = _client(args)
+    ml_client = workspace_client(args)
     state = read_endpoint(ml_client, args.name)
     if not state.exists:
         raise AzureDLError(f"endpoint {args.name} does not exist in workspace {ml_client.workspace_name}")
@@ -119,7 +109,7 @@ def _traffic(args: argparse.Namespace) -> int:
     if args.mirror is not None:
         mirror = {} if args.mirror.strip().lower() == "none" else parse_split(args.mirror, "--mirror")
     check_split(split, mirror)
-    state = set_traffic(_client(args), args.name, split, mirror, log=note)
+    state = set_traffic(workspace_client(args), args.name, split, mirror, log=note)
     print_state(state)
     return 0
 
@@ -127,7 +117,7 @@ def _traffic(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.endpoints import rollback
 
-    state = rollback(_client(args), args.name)
+    state = rollback(workspace_client(args), args.name)
     print(f"Rolled back endpoint {args.name} to {_split(state.live)}")
     print_state(state)
     return 0
@@ -137,7 +127,7 @@ def _delete(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.endpoints import delete_deployment, delete_endpoint
     from azure_dl.errors import ConfigError
 
-    ml_client = _client(args)
+    ml_client = workspace_client(args)
     what = f"deployment {args.deployment} of endpoint {args.name}" if args.deployment else f"endpoint {args.name}"
     if not args.yes:
         if not sys.stdin.isatty():

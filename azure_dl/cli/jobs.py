@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from azure_dl.cli._shared import show_help, workspace_client
 from azure_dl.workspace import add_workspace_arguments
 
 
@@ -61,18 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     for action in (listing, show, logs, cancel, download):
         add_workspace_arguments(action)
-    parser.set_defaults(handler=lambda _args: _print_help(parser))
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
-
-
-def _client(args: argparse.Namespace) -> object:
-    from azure_dl.backends.azureml import client as azure_client
-
-    return azure_client.client_from_args(args)
+    parser.set_defaults(handler=show_help(parser))
 
 
 def _when(value: object) -> str:
@@ -95,7 +85,7 @@ def _list(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.jobs import list_jobs
     from azure_dl.console import note, print_table
 
-    ml_client = _client(args)
+    ml_client = workspace_client(args)
     rows = list_jobs(ml_client, experiment=args.experiment, limit=args.limit)
     if not rows:
         which = f" in experiment {args.experiment!r}" if args.experiment else ""
@@ -111,7 +101,7 @@ def _show(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.jobs import show_job
     from azure_dl.console import note, print_key_values, print_table
 
-    info = show_job(_client(args), args.name, with_metrics=not args.no_metrics)
+    info = show_job(workspace_client(args), args.name, with_metrics=not args.no_metrics)
     print_key_values(
         f"Job {info.name}",
         [
@@ -139,14 +129,14 @@ def _show(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.jobs import stream_job
 
-    stream_job(_client(args), args.name)
+    stream_job(workspace_client(args), args.name)
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.jobs import cancel_job
 
-    status = cancel_job(_client(args), args.name)
+    status = cancel_job(workspace_client(args), args.name)
     print(f"Job {args.name}: {status}")
     return 0
 
@@ -156,7 +146,7 @@ def _download(args: argparse.Namespace) -> int:
     from azure_dl.console import note
 
     out = args.out if args.out is not None else Path("runs") / args.name
-    result = download_job(_client(args), args.name, out, output_name=args.output)
+    result = download_job(workspace_client(args), args.name, out, output_name=args.output)
     top = f" (output {result.output_name!r} at the top)" if result.output_name else ""
     print(f"Downloaded job {args.name} to {result.folder}{top}")
     for other in result.other_outputs:
