@@ -1,4 +1,4 @@
-"""The training-throughput and CLI-latency benchmarks run at tiny sizes (--smoke) and render into the report."""
+"""The training-throughput, image-decode and CLI-latency benchmarks run at tiny sizes (--smoke) and render."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_cli, bench_training
+from benchmarks import bench_cli, bench_decode, bench_training
 from benchmarks.common import load_results
 from benchmarks.report import render
 
@@ -29,3 +29,18 @@ def test_bench_cli_smoke_times_help_and_a_dry_run(tmp_path: Path) -> None:
     rows = result.tables[0]["rows"]
     assert [row["command"] for row in rows] == ["azure-dl --help", "azure-dl submit resnet --dry-run --out DIR"]
     assert all(row["median s"] > 0 and row["budget s"] for row in rows)
+
+
+def test_bench_decode_smoke_times_every_format(tmp_path: Path) -> None:
+    assert bench_decode.main(["--smoke", "--save", "--results-dir", str(tmp_path)]) == 0
+    (result,) = load_results(tmp_path)
+    rows = result.tables[0]["rows"]
+    assert [row["format"] for row in rows] == [
+        "JPEG (8-bit, quality 95)",
+        "PNG 8-bit",
+        "PNG 16-bit (12 bits used)",
+        "DICOM 12-bit, no window",
+        "DICOM 12-bit, windowed",
+    ]
+    assert all(row["ms"] > 0 and row["pixels"] == "128x128" for row in rows)
+    assert "## Image decode per format" in render([result])

@@ -326,3 +326,23 @@ def test_preprocess_imports_no_torch() -> None:
     probe = "import sys, training_scripts.preprocess; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def _rescale_reference(values: np.ndarray) -> np.ndarray:
+    """The per-pixel float64 definition that rescale_to_uint8's lookup table for integer images must equal."""
+    floats = np.asarray(values, dtype=np.float64)
+    low, high = float(floats.min()), float(floats.max())
+    if high <= low:
+        return np.zeros(floats.shape, dtype=np.uint8)
+    return np.clip(np.rint((floats - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32])
+def test_integer_rescale_by_table_is_bit_identical_to_the_float_definition(dtype: type[np.integer]) -> None:
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    for _ in range(40):
+        low = int(rng.integers(max(int(info.min), -70_000), min(int(info.max), 70_000)))
+        high = min(int(info.max), low + int(rng.integers(0, 70_000)))
+        values = rng.integers(low, high + 1, size=(17, 23), dtype=np.int64).astype(dtype)
+        assert np.array_equal(pp.rescale_to_uint8(values), _rescale_reference(values)), (low, high)
