@@ -2,7 +2,10 @@
 
 The packaged catalogue (azure_dl/data/vm_sizes.toml) is overlaid, entry by entry, with a user catalogue
 (~/.azure-dl/vm_sizes.toml, or the file named by AZURE_DL_CATALOG) that `azure-dl catalog refresh` writes prices
-into. A price is either one found in a dated public source (recorded in price_source) or unknown - never invented.
+into. Each size carries list prices per region from the dated public price list named in the packaged file's
+[price_list] table; `catalog refresh` overrides a region's prices from the live Azure Retail Prices API, and a
+`price_per_hour` in an entry (a negotiated rate) overrides every region. A price always comes with where and when
+it was read; a region without one is unknown - never invented.
 """
 
 from __future__ import annotations
@@ -27,14 +30,30 @@ CATALOG_ENV_VAR = "AZURE_DL_CATALOG"
 DEFAULT_USER_CATALOG = Path("~/.azure-dl/vm_sizes.toml")
 RETAIL_PRICES_URL = "https://prices.azure.com/api/retail/prices"
 LIST_HINT = "run `azure-dl catalog list` to see the known sizes"
+DEFAULT_REGION = "eastus"
+LOW_PRIORITY_NOTE = "estimate: the Azure VM spot rate; Azure ML bills low-priority nodes at its own rate"
 
 _REQUIRED = ("name", "gpu_count", "gpu_memory_gb", "vcpus", "ram_gb", "bf16", "family", "status")
 _STATUSES = ("current", "retired")
 
 
 @dataclass(frozen=True)
+class Price:
+    """A list price per VM-hour in one region, with where and when it was read."""
+
+    region: str
+    per_hour: float
+    source: str
+    low_priority_estimate: float | None  # the VM spot rate, only an estimate of Azure ML's low-priority rate
+
+
+@dataclass(frozen=True)
 class VMSize:
-    """One Azure VM size. `gpu_memory_gb` is the memory of ONE GPU; `price_per_hour` is None when unknown."""
+    """One Azure VM size. `gpu_memory_gb` is the memory of ONE GPU.
+
+    `prices` / `spot_prices` / `price_sources` are (region, value) pairs (tuples keep the frozen size hashable);
+    `price_per_hour`, when set, is one rate for every region that overrides them. Use `price_in(region)`.
+    """
 
     name: str
     gpu_model: str | None
@@ -51,6 +70,24 @@ class VMSize:
     successors: tuple[str, ...]
     series: str = ""
     spec_source: str = ""
+    prices: tuple[tuple[str, float], ...] = ()
+    spot_prices: tuple[tuple[str, float], ...] = ()
+    price_sources: tuple[tuple[str, str], ...] = ()
+
+    def price_in(self, region: str = DEFAULT_REGION) -> Price | None:
+        """The list price in `region` (case-insensitive), or None when no source gives one."""
+        key = region.strip().lower()
+        spot = dict(self.spot_prices).get(key)
+        if self.price_per_hour is not None:
+            return Price(key, self.price_per_hour, self.price_source, spot)
+        price = dict(self.prices).get(key)
+        if price is None:
+            return None
+        return Price(key, price, dict(self.price_sources).get(key, self.price_source), spot)
+
+    @property
+    def priced_regions(self) -> tuple[str, ...]:
+        return tuple(region for region, _ in self.prices)
 
     @property
     def is_gpu(self) -> bool:
@@ -79,16 +116,19 @@ def user_catalog_path() -> Path:
     return Path(override).expanduser() if override else DEFAULT_USER_CATALOG.expanduser()
 
 
-def _read_toml(path: Path) -> list[dict[str, Any]]:
+def _load_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"the VM size catalogue {path} is not valid TOML: {exc}",
             hint="fix the file, or delete it to go back to the packaged catalogue",
         ) from exc
-    sizes = data.get("size", [])
+
+
+def _read_toml(path: Path) -> list[dict[str, Any]]:
+    sizes = _load_toml(path).get("size", [])
     if not isinstance(sizes, list) or not all(isinstance(entry, dict) for entry in sizes):
         raise ConfigError(f"the VM size catalogue {path} must hold [[size]] tables")
     return sizes
@@ -108,6 +148,11 @@ def _to_vm_size(entry: dict[str, Any], path: Path) -> VMSize:
     if price is not None and (not isinstance(price, int | float) or price <= 0):
         # A zero price would make every cost bound look free: unknown must stay unknown.
         raise ConfigError(f"catalogue entry {name!r} has price_per_hour {price!r}; give a positive number or omit it")
+    prices = _region_prices(entry, "prices", path)
+    spot_prices = _region_prices(entry, "spot_prices", path)
+    sources = entry.get("price_sources") or {}
+    if not isinstance(sources, dict):
+        raise ConfigError(f'catalogue entry {name!r} ({path}): price_sources must be a table of region = "text"')
     return VMSize(
         name=str(entry["name"]),
         gpu_model=entry.get("gpu_model"),
@@ -124,22 +169,64 @@ def _to_vm_size(entry: dict[str, Any], path: Path) -> VMSize:
         successors=tuple(entry.get("successors", ())),
         series=str(entry.get("series", "")),
         spec_source=str(entry.get("spec_source", "")),
+        prices=tuple(sorted(prices.items())),
+        spot_prices=tuple(sorted(spot_prices.items())),
+        price_sources=tuple(sorted((str(k).lower(), str(v)) for k, v in sources.items())),
     )
+
+
+def _region_prices(entry: dict[str, Any], key: str, path: Path) -> dict[str, float]:
+    table = entry.get(key) or {}
+    name = entry.get("name", "<no name>")
+    if not isinstance(table, dict):
+        raise ConfigError(f"catalogue entry {name!r} ({path}): {key} must be a table of region = price")
+    for region, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(
+                f"catalogue entry {name!r} ({path}) has {key}.{region} = {value!r}",
+                hint="give a positive USD price per VM-hour, or leave the region out (unknown)",
+            )
+    return {str(region).lower(): float(value) for region, value in table.items()}
+
+
+_REGION_TABLES = ("prices", "spot_prices", "price_sources")
+
+
+def _merge_entry(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Overlay fields replace the packaged ones, except the per-region tables, which merge region by region."""
+    merged = {**base, **overlay}
+    for key in _REGION_TABLES:
+        if isinstance(base.get(key), dict) and isinstance(overlay.get(key), dict):
+            merged[key] = {**base[key], **overlay[key]}
+    return merged
 
 
 def load_catalog(user_path: Path | None = None) -> dict[str, VMSize]:
     """All sizes keyed by lower-case name: the packaged catalogue overlaid with the user one (if it exists)."""
     merged: dict[str, dict[str, Any]] = {}
+    packaged_source = packaged_price_source()
     for entry in _read_toml(PACKAGED_CATALOG):
-        merged[str(entry["name"]).lower()] = dict(entry)
+        entry = dict(entry)
+        # Every packaged region price is sourced from the one dated price list.
+        entry["price_sources"] = {region: packaged_source for region in entry.get("prices", {})}
+        entry.setdefault("price_source", packaged_source)
+        merged[str(entry["name"]).lower()] = entry
     overlay = user_path if user_path is not None else user_catalog_path()
     if overlay.is_file():
         for entry in _read_toml(overlay):
             if "name" not in entry:
                 raise ConfigError(f"an entry in {overlay} has no name", hint="every [[size]] needs a name")
             key = str(entry["name"]).lower()
-            merged[key] = {**merged.get(key, {}), **entry}
+            merged[key] = _merge_entry(merged.get(key, {}), entry)
     return {key: _to_vm_size(entry, overlay) for key, entry in merged.items()}
+
+
+def packaged_price_source() -> str:
+    """Where the packaged prices come from and when they were read, e.g. '<list> (retrieved 2026-12-06)'."""
+    price_list = _load_toml(PACKAGED_CATALOG).get("price_list", {})
+    source = price_list.get("source", "unknown price list")
+    retrieved = price_list.get("retrieved", "an unknown date")
+    return f"{source}, retrieved {retrieved}"
 
 
 def list_vm_sizes(*, include_retired: bool = True, user_path: Path | None = None) -> list[VMSize]:
@@ -293,12 +380,12 @@ def refresh_catalog(
         )
     stamp = (today or datetime.now().date()).isoformat()
     existing = {str(e["name"]).lower(): e for e in _read_toml(target)} if target.is_file() else {}
+    key = region.strip().lower()
     for name, (price, currency) in prices.items():
         entry = existing.setdefault(name.lower(), {"name": name})
-        entry["price_per_hour"] = price
-        entry["price_source"] = (
-            f"Azure Retail Prices API ({RETAIL_PRICES_URL}), region {region}, Linux pay-as-you-go, "
-            f"{currency}, retrieved {stamp}"
+        entry.setdefault("prices", {})[key] = price
+        entry.setdefault("price_sources", {})[key] = (
+            f"Azure Retail Prices API ({RETAIL_PRICES_URL}), Linux pay-as-you-go, {currency}, retrieved {stamp}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     header = (
@@ -310,6 +397,8 @@ def refresh_catalog(
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -324,9 +413,10 @@ def _toml_table(entry: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def as_row(size: VMSize) -> dict[str, str]:
-    """The size as display strings (for `catalog list`)."""
-    price = f"{size.price_per_hour:.4f}" if size.price_per_hour is not None else "unknown"
+def as_row(size: VMSize, region: str = DEFAULT_REGION) -> dict[str, str]:
+    """The size as display strings (for `catalog list`), priced in `region`."""
+    quote = size.price_in(region)
+    price = f"{quote.per_hour:.4f}" if quote is not None else "unknown"
     status = size.status if size.status == "current" else f"retired {size.retired_on or ''}".strip()
     return {
         "name": size.name,

@@ -16,6 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     listing = actions.add_parser("list", help="print the catalogue as a table")
     listing.add_argument("--all", action="store_true", help="include retired sizes (default: current sizes only)")
+    listing.add_argument("--region", default="eastus", help="price the sizes in this Azure region (default: eastus)")
     listing.set_defaults(handler=_list)
 
     refresh = actions.add_parser(
@@ -39,15 +40,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from azure_dl.catalog import as_row, list_vm_sizes, user_catalog_path
+    from azure_dl.catalog import as_row, list_vm_sizes, packaged_price_source, user_catalog_path
     from azure_dl.console import note, print_table
 
-    rows = [as_row(size) for size in list_vm_sizes(include_retired=args.all)]
+    rows = [as_row(size, args.region) for size in list_vm_sizes(include_retired=args.all)]
     columns = ["name", "series", "gpus", "bf16", "vcpus", "ram_gb", "family", "price_per_hour", "status"]
     table = [[row[column] for column in columns] for row in rows]
-    print_table("VM sizes (price: USD per VM-hour, Linux pay-as-you-go)", columns, table)
+    print_table(f"VM sizes (price: USD per VM-hour in {args.region}, Linux pay-as-you-go)", columns, table)
+    note(f"prices: {packaged_price_source()}, unless the user overlay gives newer ones")
     if any(row["price_per_hour"] == "unknown" for row in rows):
-        note("unknown prices: run `azure-dl catalog refresh --region REGION` where prices.azure.com is reachable")
+        note(
+            f"unknown prices: no source lists these sizes in {args.region}; "
+            f"run `azure-dl catalog refresh --region {args.region}` where prices.azure.com is reachable"
+        )
     note(f"user overlay: {user_catalog_path()}")
     return 0
 

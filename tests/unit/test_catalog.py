@@ -55,10 +55,36 @@ def test_every_required_size_is_listed_with_its_hardware() -> None:
 
 
 def test_no_price_is_invented() -> None:
+    # Every packaged price is positive and names its dated source; a region no source lists stays unknown.
     for size in list_vm_sizes():
-        assert size.price_per_hour is None or size.price_per_hour > 0
-        if size.price_per_hour is not None:
-            assert "retrieved" in size.price_source or "http" in size.price_source
+        assert size.price_per_hour is None  # no packaged one-rate-everywhere override
+        for region in size.priced_regions:
+            quote = size.price_in(region)
+            assert quote is not None and quote.per_hour > 0
+            assert "skypilot-catalog" in quote.source and "retrieved 2026-12-06" in quote.source
+        assert size.price_in("westeurope") is None
+
+
+def test_every_catalogued_size_has_an_eastus_price() -> None:
+    for size in list_vm_sizes():
+        assert size.price_in("eastus") is not None, size.name
+
+
+@pytest.mark.parametrize(
+    ("name", "region", "list_price", "spot"),
+    [
+        # Rows of skypilot-catalog catalogs/v5/azure/az_ml_vms.csv (commit a7fff17), copied into vm_sizes.toml.
+        ("Standard_NC4as_T4_v3", "eastus", 0.526, 0.068959),
+        ("Standard_NC4as_T4_v3", "WestUS", 0.631, 0.076351),
+        ("Standard_D4s_v3", "eastus", 0.192, 0.023232),
+        ("Standard_NC24ads_A100_v4", "southcentralus", 4.408, 0.61712),
+        ("Standard_NC40ads_H100_v5", "eastus", 6.98, None),  # the list gives no spot rate for H100
+    ],
+)
+def test_prices_by_region(name: str, region: str, list_price: float, spot: float | None) -> None:
+    quote = get_vm_size(name).price_in(region)
+    assert quote is not None
+    assert (quote.region, quote.per_hour, quote.low_priority_estimate) == (region.lower(), list_price, spot)
 
 
 def test_lookup_is_case_insensitive_and_prefix_optional() -> None:
@@ -105,7 +131,31 @@ def test_user_overlay_overrides_fields_and_adds_sizes(no_user_catalog: Path) -> 
     )
     t4 = get_vm_size("Standard_NC4as_T4_v3")
     assert t4.price_per_hour == 0.5 and t4.vcpus == 4
-    assert get_vm_size("Standard_NC8ads_A10_v4").gpu_memory_gb == 24
+    # A one-rate price_per_hour overrides every region, with its own source.
+    for region in ("eastus", "westeurope"):
+        quote = t4.price_in(region)
+        assert quote is not None and quote.per_hour == 0.5 and quote.source == "my contract, 2026-01-01"
+    a10 = get_vm_size("Standard_NC8ads_A10_v4")
+    assert a10.gpu_memory_gb == 24 and a10.price_in("eastus") is None
+
+
+def test_overlay_region_prices_merge_region_by_region(no_user_catalog: Path) -> None:
+    no_user_catalog.write_text(
+        '[[size]]\nname = "Standard_D4s_v3"\nprices = { westeurope = 0.23 }\n'
+        'price_sources = { westeurope = "my price sheet, 2026-11-01" }\n',
+        encoding="utf-8",
+    )
+    d4 = get_vm_size("Standard_D4s_v3")
+    europe, east = d4.price_in("westeurope"), d4.price_in("eastus")
+    assert europe is not None and (europe.per_hour, europe.source) == (0.23, "my price sheet, 2026-11-01")
+    assert east is not None and east.per_hour == 0.192 and "skypilot-catalog" in east.source
+
+
+@pytest.mark.parametrize("value", ["0", "-1", '"cheap"', "true"])
+def test_overlay_with_a_bad_region_price_is_refused(no_user_catalog: Path, value: str) -> None:
+    no_user_catalog.write_text(f'[[size]]\nname = "Standard_D4s_v3"\nprices = {{ eastus = {value} }}\n')
+    with pytest.raises(ConfigError, match=r"prices\.eastus"):
+        load_catalog()
 
 
 def test_overlay_with_a_zero_price_is_refused(no_user_catalog: Path) -> None:
@@ -169,10 +219,14 @@ def test_refresh_pages_filters_and_writes_source_and_date(tmp_path: Path) -> Non
     for fragment in ("Virtual%20Machines", "Consumption", "eastus", "Standard_NC4as_T4_v3"):
         assert fragment in first
     assert "Standard_NC6s_v3" not in first  # retired sizes are not priced
-    t4 = get_vm_size("Standard_NC4as_T4_v3", user_path=out)
-    assert t4.price_per_hour == 0.111
-    assert "eastus" in t4.price_source and "2026-03-01" in t4.price_source and "prices.azure.com" in t4.price_source
-    assert get_vm_size("Standard_E4s_v3", user_path=out).price_per_hour is None
+    t4 = get_vm_size("Standard_NC4as_T4_v3", user_path=out).price_in("eastus")
+    assert t4 is not None and t4.per_hour == 0.111
+    assert "2026-03-01" in t4.source and "prices.azure.com" in t4.source
+    # A size the API did not price keeps the packaged, dated list price; other regions are untouched.
+    e4 = get_vm_size("Standard_E4s_v3", user_path=out).price_in("eastus")
+    assert e4 is not None and e4.per_hour == 0.252 and "skypilot-catalog" in e4.source
+    west = get_vm_size("Standard_NC4as_T4_v3", user_path=out).price_in("westus")
+    assert west is not None and west.per_hour == 0.631
 
 
 def test_refresh_fails_promptly_and_leaves_the_catalogue_alone(tmp_path: Path) -> None:
@@ -194,10 +248,18 @@ def test_refresh_cli_reports_the_network_error(monkeypatch: pytest.MonkeyPatch, 
     assert "could not read prices" in capsys.readouterr().err
 
 
-def test_catalog_list_prints_every_current_size(capsys: pytest.CaptureFixture) -> None:
+def test_catalog_list_prints_every_current_size_with_its_price(capsys: pytest.CaptureFixture) -> None:
     assert main(["catalog", "list"]) == 0
-    out = capsys.readouterr().out
-    assert "Standard_NC4as_T4_v3" in out and "unknown" in out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "Standard_NC4as_T4_v3" in out and "0.5260" in out and "eastus" in out
+    assert "skypilot-catalog" in out and "2026-12-06" in out
     assert "Standard_NC6s_v3" not in out
     assert main(["catalog", "list", "--all"]) == 0
     assert "Standard_NC6s_v3" in capsys.readouterr().out
+
+
+def test_catalog_list_in_a_region_without_prices_says_unknown(capsys: pytest.CaptureFixture) -> None:
+    assert main(["catalog", "list", "--region", "westeurope"]) == 0
+    captured = capsys.readouterr()
+    assert "unknown" in captured.out and "catalog refresh --region westeurope" in captured.out + captured.err
