@@ -1,4 +1,4 @@
-"""A padding-invariant (bi)LSTM text classifier that exports to ONNX, and a GloVe loader for its embedding.
+"""A padding-invariant (bi)LSTM text classifier that exports to ONNX (GloVe vectors: training_scripts/glove.py).
 
 pack_padded_sequence does not export to ONNX, so padding is handled with index arithmetic instead: the forward
 direction's output is read at each sequence's last real token, and the backward direction runs on each sequence
@@ -8,12 +8,8 @@ the real ones. A sequence's logits therefore do not depend on how much padding f
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -115,86 +111,3 @@ class LSTMClassifier(nn.Module):
             # The backward direction has read the whole sequence when it reaches position 0.
             features = torch.cat([features, x[:, 0, hidden:]], dim=1)
         return self.fc(self.dropout(features))
-
-
-@dataclass
-class GloveResult:
-    """Embedding rows for a vocabulary, and how many of its words the vectors file covered."""
-
-    weights: np.ndarray  # [V, dim] float32
-    found: int
-    missing: int
-    missing_examples: list[str] = field(default_factory=list)
-    malformed_lines: int = 0
-
-
-def _parse_floats(tokens: list[str]) -> list[float] | None:
-    try:
-        values = [float(t) for t in tokens]
-    except ValueError:
-        return None
-    return values if all(math.isfinite(v) for v in values) else None
-
-
-def load_glove(
-    path: str | Path, itos: list[str], dim: int, *, pad_id: int = 0, seed: int = 0, max_examples: int = 10
-) -> GloveResult:
-    """Rows of a GloVe-format text file (a word, then `dim` numbers, per line) for the words of `itos`.
-
-    The pad row is zeros; words the file lacks get normal(0, 1) * 0.1 from a fixed seed, so the result is
-    reproducible. Lines that are not "word + dim numbers" are skipped and counted; a file whose vectors have another
-    dimension is an error. Words are matched exactly (lower-case the vocabulary for the lower-cased GloVe sets).
-    A token that contains spaces (glove.840B has a few) is read as everything before the last `dim` fields.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GloVe file not found: {path} (pass the path to a glove.*.txt file)")
-    if dim < 1:
-        raise ValueError(f"load_glove: dim must be >= 1, got {dim}")
-    weights = (np.random.default_rng(seed).standard_normal((len(itos), dim)) * 0.1).astype(np.float32)
-    wanted = {word: index for index, word in enumerate(itos) if index != pad_id}
-    seen: set[int] = set()
-    malformed = 0
-    file_dim: int | None = None
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            stripped = line.rstrip()
-            if not stripped:
-                continue
-            tokens = stripped.split(" ")
-            if file_dim is None:
-                if line_no == 1 and len(tokens) == 2 and all(t.isdigit() for t in tokens):
-                    continue  # word2vec-style "<count> <dim>" header
-                values = _parse_floats(tokens[1:])
-                if not values or not tokens[0]:
-                    malformed += 1
-                    continue
-                file_dim = len(values)
-                if file_dim != dim:
-                    raise ValueError(
-                        f"{path}: line {line_no} has {file_dim}-dimensional vectors but dim={dim} was asked for; "
-                        f"pass dim={file_dim} (and embed_dim={file_dim}) or use a {dim}-d vectors file"
-                    )
-            if len(tokens) < dim + 1 or not tokens[0]:
-                malformed += 1
-                continue
-            word = tokens[0] if len(tokens) == dim + 1 else " ".join(tokens[:-dim])
-            index = wanted.get(word)
-            if index is None or index in seen:
-                continue
-            values = _parse_floats(tokens[-dim:])
-            if values is None:
-                malformed += 1
-                continue
-            weights[index] = values
-            seen.add(index)
-    if 0 <= pad_id < len(itos):
-        weights[pad_id] = 0.0
-    missing_words = [word for word, index in wanted.items() if index not in seen]
-    return GloveResult(
-        weights=weights,
-        found=len(seen),
-        missing=len(missing_words),
-        missing_examples=missing_words[:max_examples],
-        malformed_lines=malformed,
-    )

@@ -22,7 +22,8 @@ import torch
 from training_scripts import progress
 from training_scripts.distributed import DistContext
 from training_scripts.export_onnx import INPUT_IDS
-from training_scripts.lstm import LSTMClassifier, load_glove
+from training_scripts.glove import load_glove
+from training_scripts.lstm import LSTMClassifier
 from training_scripts.models import build_model, freeze
 from training_scripts.preprocess import TextPreprocessConfig, Vocabulary, encode_texts, tokenize
 from training_scripts.splits import DatasetError, split_indices
@@ -55,8 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--glove",
         default=None,
-        help="GloVe-format vectors file to initialise the embedding; its dimension must equal --embed-dim "
-        "(default: none, random init)",
+        help="GloVe-format vectors to initialise the embedding: a .txt, a .gz of one, or ARCHIVE.zip:MEMBER "
+        "(e.g. glove.6B.zip:glove.6B.300d.txt, read without extracting); the vectors' dimension must equal "
+        "--embed-dim (default: none, random init)",
     )
     model.add_argument(
         "--freeze-embedding", action="store_true", help="keep the (GloVe) embedding fixed (default: train it)"

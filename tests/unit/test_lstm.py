@@ -6,13 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from training_scripts.lstm import LSTMClassifier, load_glove
+from training_scripts.lstm import LSTMClassifier
 from training_scripts.models import build_model
 
 
@@ -95,47 +94,3 @@ def test_lstm_checkpoint_with_another_class_count_keeps_everything_but_the_head(
         if not key.startswith("fc."):
             assert torch.equal(model.state_dict()[key], value), key
     assert model.fc.out_features == 2
-
-
-# --- GloVe --------------------------------------------------------------------------------------------------------
-
-GLOVE_4D = "\n".join(
-    [
-        "the 0.1 0.2 0.3 0.4",
-        "cat 1 2 3 4",
-        "dog 1 2",  # too few numbers: malformed
-        "bird a b c d",  # not numbers: malformed
-        "new york 5 6 7 8",  # glove.840B has tokens with spaces
-        "the 9 9 9 9",  # a repeated word: the first line wins
-        "",
-    ]
-)
-ITOS = ["<pad>", "<unk>", "the", "cat", "dog", "new york", "zebra", "bird"]
-
-
-def test_glove_rows_counts_and_malformed_lines(tmp_path: Path) -> None:
-    path = tmp_path / "glove.4d.txt"
-    path.write_text(GLOVE_4D, encoding="utf-8")
-    result = load_glove(path, ITOS, 4)
-    assert result.weights.shape == (8, 4) and result.weights.dtype == np.float32
-    assert (result.found, result.missing, result.malformed_lines) == (3, 4, 2)
-    assert result.missing_examples == ["<unk>", "dog", "zebra", "bird"]
-    np.testing.assert_array_equal(result.weights[0], np.zeros(4, dtype=np.float32))
-    np.testing.assert_allclose(result.weights[2], [0.1, 0.2, 0.3, 0.4])
-    np.testing.assert_allclose(result.weights[3], [1, 2, 3, 4])
-    np.testing.assert_allclose(result.weights[5], [5, 6, 7, 8])
-    missing_rows = result.weights[[1, 4, 6, 7]]
-    assert 0.0 < np.abs(missing_rows).mean() < 0.5  # small random rows, not zeros
-    np.testing.assert_array_equal(load_glove(path, ITOS, 4).weights, result.weights)  # fixed seed
-
-
-def test_glove_dimension_mismatch_names_file_line_and_both_dims(tmp_path: Path) -> None:
-    path = tmp_path / "glove.3d.txt"
-    path.write_text("400000 3\nthe 0.1 0.2 0.3\n", encoding="utf-8")  # with a word2vec-style header
-    with pytest.raises(ValueError, match=r"glove\.3d\.txt: line 2 has 3-dimensional vectors but dim=4"):
-        load_glove(path, ITOS, 4)
-
-
-def test_glove_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"glove\.missing\.txt"):
-        load_glove(tmp_path / "glove.missing.txt", ITOS, 4)
