@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_save(obj, path)
 
     checkpoint.atomic_save = recording_save
+    finished = False
     try:
         config = engine.TrainConfig(
             epochs=args.epochs,
@@ -157,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"rank{ctx.rank}.json").write_text(json.dumps(record, indent=1))
+        finished = True
     finally:
-        distributed.cleanup(ctx)
+        distributed.cleanup(ctx, synchronize=finished)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import ParamSpec, TypeVar
 
 import torch
@@ -151,10 +152,26 @@ def barrier(ctx: DistContext) -> None:
             dist.barrier()
 
 
-def cleanup(ctx: DistContext) -> None:
-    """Leave the process group (call once at the end, also after an error, so torchrun exits promptly)."""
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(ctx: DistContext, *, synchronize: bool = False, timeout_s: float = 1800.0) -> None:
+    """Leave the process group (call once at the end, also after an error, so torchrun exits promptly).
+
+    `synchronize=True` (a rank that finished cleanly) first waits, at most `timeout_s`, for the other ranks to
+    reach the same point: a gloo rank that tears its process group down while a peer's is still alive can abort
+    with "terminate called without an active exception" (seen here on a loaded 2-core machine in about one run
+    in three), so the ranks leave together. A rank that failed passes False and leaves at once; the waiting
+    peers then see the connection close (or the timeout) and leave too.
+    """
+    if not (ctx.distributed and dist.is_initialized()):
+        return
+    if synchronize:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=timeout_s))
+            else:
+                barrier(ctx)
+        except RuntimeError:
+            pass  # a peer left early (it failed and says why); nothing to wait for
+    dist.destroy_process_group()
 
 
 def on_main(ctx: DistContext, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:

@@ -289,6 +289,9 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
         return _fail(f"cannot set up the device or process group: {exc}", EXIT_BAD_INPUT)
     output = Path(args.output)
     checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else output / "checkpoints"
+    # Set once the last collective (the test evaluation) is behind every rank: from then on the ranks leave
+    # the process group together (see distributed.cleanup); before it, a failing rank leaves at once.
+    collectives_done = False
     try:
         engine.seed_everything(args.seed)  # before the model is built: the same init on every rank
         prepared = prepare(args, ctx)
@@ -315,6 +318,7 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
                 if prepared.test is not None
                 else None
             )
+            collectives_done = True
             if not ctx.is_main:
                 return 0
             failed = prepared.failed_items()
@@ -360,9 +364,9 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
     except engine.TrainingError as exc:
         return _fail(str(exc), exc.exit_code)
     finally:
-        # No final barrier: after the test evaluation only rank 0 works (files, export), with no collectives,
-        # and a rank that failed there must not leave the others hanging.
-        cleanup(ctx)
+        # After the test evaluation only rank 0 works (files, export) and the others wait for it at the
+        # leaving barrier, which is bounded and gives way when rank 0 fails and leaves.
+        cleanup(ctx, synchronize=collectives_done)
 
 
 def main_for(
