@@ -189,8 +189,8 @@ def fit(
         world_size=ctx.world_size,
         device=str(ctx.device),
     )
-    run.train_model = model
     if ctx.distributed:
+        # Wrapped only now: building the wrapper broadcasts rank 0's weights, which must be the resumed ones.
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         run.train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     control = _step_control(run)
@@ -251,7 +251,6 @@ def _train_epoch(run: FitRun, control: StepControl) -> EpochEnd:
     """Train the epoch in progress from where the state stands (mid-epoch after a resume)."""
     state = run.state
     start_train_epoch(run.train_loader, run.train_sampler, run.config, run.ctx, state.epoch, state.step_in_epoch)
-    assert run.train_model is not None  # set by `fit` before the loop
     try:
         return train_one_epoch(
             run.train_model,
@@ -278,7 +277,6 @@ def _end_epoch(run: FitRun, epoch_started: float, samples_before: int) -> None:
     samples_per_s = (state.epoch_samples - samples_before) / train_seconds if train_seconds > 0 else float("nan")
     lr = current_lr(run.optimizer)  # the lr this epoch trained with, before the scheduler steps
 
-    assert run.train_model is not None
     evaluation = run.last_eval = evaluate(
         run.train_model,
         run.val_loader,
@@ -338,6 +336,7 @@ def _end_epoch(run: FitRun, epoch_started: float, samples_before: int) -> None:
 
 
 def _interrupted(run: FitRun, graceful: GracefulStop) -> TrainingInterrupted:
+    """The error to stop with after a graceful stop's checkpoint, naming where training stands."""
     signum = graceful.requested or int(signal.SIGTERM)  # another rank may have received it
     return TrainingInterrupted(signum, run.state.epoch + 1, run.state.step_in_epoch, run.last_checkpoint)
 
@@ -349,14 +348,13 @@ def _result(run: FitRun) -> FitResult:
         # No epoch ended with a finite validation loss (or a finished max_steps run was started again).
         last_eval = run.last_eval
         if last_eval is None:
-            config = run.config
             last_eval = evaluate(
                 run.model,
                 run.val_loader,
                 run.ctx,
                 class_names=run.class_names,
                 amp_dtype=run.amp_dtype,
-                channels_last=config.channels_last,
+                channels_last=run.config.channels_last,
             )
         else:
             progress.warning("validation loss was never finite: returning the last weights, not the best")

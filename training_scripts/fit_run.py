@@ -51,7 +51,7 @@ class FitRun:
     identity: dict[str, str]  # what a checkpoint must match to be resumed (TrainConfig.identity)
     tracker: Tracker  # a disabled one on every rank but 0
     state: TrainState
-    train_model: nn.Module | None = None  # `model`, DDP-wrapped when distributed; set once resuming is done
+    train_model: nn.Module  # what trains: `model`, or its DDP wrapper once `fit` has resumed
     best_weights: dict[str, torch.Tensor] | None = None  # on CPU
     last_checkpoint: Path | None = None  # the newest checkpoint written or resumed from
     last_eval: Evaluation | None = None
@@ -113,6 +113,7 @@ def set_up(
         identity=config.identity(ctx.world_size, class_names, run_params),
         tracker=tracker,
         state=TrainState(),
+        train_model=model,
     )
     # Different seeds per rank: dropout masks must differ across ranks; the model was initialised before.
     torch.manual_seed(config.seed + ctx.rank)
