@@ -3,7 +3,7 @@
 A preempted low-priority VM, a Kubernetes pod being evicted, `docker stop` and a Ctrl-C all ask a process to stop
 with a signal before they kill it. Checkpoints every epoch and every N steps already make a hard kill safe; this
 saves the steps since the last one. While `GracefulStop` is active, the first SIGTERM or SIGINT only sets
-`requested`; the training loop (engine.train_one_epoch) checks it at its next sync point, writes a checkpoint there
+`requested`; the training loop (epoch.train_one_epoch) checks it at its next sync point, writes a checkpoint there
 and stops. A second signal more than `DEBOUNCE_S` later stops at once (the default action of that signal): a
 process group signal and torchrun's agent forwarding the same signal to its workers arrive within milliseconds,
 and count as one.

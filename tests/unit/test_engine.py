@@ -207,6 +207,47 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> Non
     assert longer.epochs_run == 2 and longer.resumed_from is not None
 
 
+def test_a_checkpoint_holds_exactly_the_entries_a_resume_reads(tmp_path: Path) -> None:
+    # Checkpoints written by earlier versions must keep resuming: renaming or dropping an entry breaks them.
+    _fit(_config(epochs=1, scheduler="cosine"), checkpoint_dir=tmp_path)
+    saved = latest_valid_checkpoint(tmp_path)
+    assert saved is not None
+    assert set(saved.state) == {
+        "format_version",
+        "model",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "train_state",
+        "rng",
+        "config_identity",
+        "config_fingerprint",
+        "best_weights_file",
+        "mlflow_run_id",
+    }
+    assert set(saved.state["train_state"]) == {
+        "epoch",
+        "step_in_epoch",
+        "global_step",
+        "epoch_loss_sum",
+        "epoch_samples",
+        "best_val_loss",
+        "best_epoch",
+        "bad_epochs",
+        "best_report",
+        "best_weights_file",
+        "stopped_early",
+        "history",
+        "mlflow_run_id",
+    }
+    assert set(saved.state["rng"]) == {"python", "numpy", "torch", "cuda"}
+    assert saved.state["scheduler"] is not None and saved.state["scaler"] is None  # no GradScaler on CPU
+    assert saved.state["config_fingerprint"] == engine.fingerprint(saved.state["config_identity"])
+    # An entry this version does not know is ignored; one it misses takes its default.
+    state = engine.TrainState.from_dict({**saved.state["train_state"], "unknown": 1, "epoch": 1})
+    assert state.epoch == 1 and engine.TrainState.from_dict({}).best_epoch == 0
+
+
 class RecordingTracker(Tracker):
     """Records what the engine asks of its tracker (the MLflow side is tested in test_tracking.py)."""
 
