@@ -1,4 +1,4 @@
-"""Image decode cost of `preprocess.open_image` per format: JPEG, 8-bit PNG, 16-bit PNG and DICOM (with and without a
+"""Image decode cost of `image_decode.open_image` per format: JPEG, 8-bit PNG, 16-bit PNG and DICOM (with and without a
 window), the same X-ray-like pixels in each, at 1024 and 2048 px.
 
 Decoding runs once per image per epoch in training (and once per request in scoring), so this is the floor of the
@@ -27,7 +27,7 @@ from benchmarks.common import (
     median_seconds,
     save_unless_smoke,
 )
-from training_scripts.preprocess import open_image
+from training_scripts.image_decode import open_image
 
 NAME = "image_decode_cpu"
 BITS_STORED = 12
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_after = load_average()
     result = BenchmarkResult(
         name=NAME,
-        title="Image decode per format (preprocess.open_image), CPU",
+        title="Image decode per format (image_decode.open_image), CPU",
         command=command_line("benchmarks.bench_decode", argv),
         machine=machine_info(args.machine),
     )

@@ -60,7 +60,7 @@ def make_jpeg(size: int = IMAGE_SIZE, seed: int = 0) -> bytes:
 
 
 def _write_sidecars(folder: Path, image_size: int, resize_size: int) -> None:
-    from training_scripts.preprocess import ImagePreprocessConfig, save_preprocess_config
+    from training_scripts.preprocess_config import ImagePreprocessConfig, save_preprocess_config
 
     (folder / "labels.json").write_text(json.dumps(LABELS))
     save_preprocess_config(folder, ImagePreprocessConfig(image_size=image_size, resize_size=resize_size))

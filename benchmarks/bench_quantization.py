@@ -58,7 +58,7 @@ SMOKE_CASES = [Case("lstm", (2,), 10)]
 
 def folder_case(folder: Path, batches: tuple[int, ...]) -> Case:
     """A case for an existing training output folder: its arch (model_config.json) and input size."""
-    from training_scripts.preprocess import ImagePreprocessConfig, load_preprocess_config
+    from training_scripts.preprocess_config import ImagePreprocessConfig, load_preprocess_config
 
     config_file = folder / "model_config.json"
     config = json.loads(config_file.read_text()) if config_file.is_file() else {}
@@ -82,7 +82,7 @@ def model_folder(case: Case, folder: Path, lstm_config: dict[str, Any]) -> Path:
 
     from training_scripts.export_onnx import INPUT_IDS, PIXEL_VALUES, export_onnx
     from training_scripts.models import build_model
-    from training_scripts.preprocess import ImagePreprocessConfig, TextPreprocessConfig, save_preprocess_config
+    from training_scripts.preprocess_config import ImagePreprocessConfig, TextPreprocessConfig, save_preprocess_config
 
     folder.mkdir(parents=True)
     torch.manual_seed(0)
@@ -108,9 +108,9 @@ def model_folder(case: Case, folder: Path, lstm_config: dict[str, Any]) -> Path:
 
 def vocabulary(size: int) -> Any:
     """The synthetic reviews' own tokens first (so their ids hit trained-size rows), then filler up to `size`."""
-    from training_scripts.preprocess import Vocabulary, tokenize
     from training_scripts.quantize import read_texts
     from training_scripts.synth import synth_text
+    from training_scripts.text_vocab import Vocabulary, tokenize
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "texts.csv"

@@ -125,8 +125,9 @@ def loader_images_per_s(folder: Path, *, workers: int, batches: int, repeats: in
     import torch
     from torch.utils.data import DataLoader
 
-    from training_scripts.image_data import ImageDataset, scan_image_folder, train_transform
-    from training_scripts.preprocess import ImagePreprocessConfig
+    from training_scripts.image_data import ImageDataset, train_transform
+    from training_scripts.image_folder import scan_image_folder
+    from training_scripts.preprocess_config import ImagePreprocessConfig
 
     index = scan_image_folder(folder)
     dataset = ImageDataset(index.samples, train_transform(ImagePreprocessConfig(image_size=224)))

@@ -1,7 +1,7 @@
-"""DICOM (.dcm) images, decoded with pydicom into the same 8-bit RGB image `preprocess.open_image` makes of a PNG.
+"""DICOM (.dcm) images, decoded with pydicom into the same 8-bit RGB image `image_decode.open_image` makes of a PNG.
 
 pydicom is optional (`pip install "azure-dl[dicom]"`) and imported only when a DICOM file is met; without it every
-function here raises preprocess.MissingDecoderError naming the file and the package to install. Nothing here
+function here raises image_formats.MissingDecoderError naming the file and the package to install. Nothing here
 imports torch (the inference environment has none).
 
 Greyscale (MONOCHROME1/2), in this order:
@@ -9,12 +9,12 @@ Greyscale (MONOCHROME1/2), in this order:
 2. the first VOI LUT or window (Window Center / Width) in the file is applied, when the file has one;
 3. MONOCHROME1 (bright = low values) is inverted, so that bone is bright as in MONOCHROME2;
 4. the result is rescaled linearly from its own min..max to 0..255, exactly as a 16-bit PNG is
-   (preprocess.rescale_to_uint8), then copied into R, G and B.
+   (image_rescale.rescale_to_uint8), then copied into R, G and B.
 RGB and YBR photometric interpretations come out as RGB (pydicom converts YBR), 16-bit colour scaled by Bits Stored.
 Of a multi-frame file only the FIRST frame is used (one image per file, as for every other format); per-frame
 rescale/window values in an enhanced file's functional groups are not read, only the top-level ones.
 
-Errors are per file (preprocess.ImageDecodeError, so a training scan skips and counts the file and scoring answers
+Errors are per file (image_formats.ImageDecodeError, so a training scan skips and counts the file and scoring answers
 400): not a DICOM Part 10 file (no "DICM" at byte 128; files without the preamble are not read), no pixel data,
 a palette or other unsupported photometric interpretation, and a compressed transfer syntax that no installed
 pydicom plugin decodes (JPEG Lossless and JPEG-LS need pylibjpeg or gdcm; the message says which package).
@@ -30,15 +30,15 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-from training_scripts.preprocess import (
+from training_scripts.image_formats import (
     DICOM_MAGIC,
     DICOM_MAGIC_OFFSET,
     ImageDecodeError,
     ImageTooLargeError,
     MissingDecoderError,
     has_dicom_magic,
-    rescale_to_uint8,
 )
+from training_scripts.image_rescale import rescale_to_uint8
 
 INSTALL_HINT = 'pip install "azure-dl[dicom]" (or pip install pydicom)'
 _GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})

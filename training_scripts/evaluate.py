@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 
 from training_scripts.gate import DEFAULT_GATE_METRIC, GATE_FILE, GATE_METRICS, gate_verdict
-from training_scripts.preprocess import (
+from training_scripts.image_transforms import preprocess_images
+from training_scripts.preprocess_config import (
     IMAGE_TASK,
     ImagePreprocessConfig,
     TextPreprocessConfig,
-    Vocabulary,
-    encode_texts,
     load_preprocess_config,
-    preprocess_images,
 )
 from training_scripts.splits import DatasetError
+from training_scripts.text_encode import encode_texts
+from training_scripts.text_vocab import Vocabulary
 
 METRICS_FILE = "metrics.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -89,7 +89,7 @@ def predict(
     input_name = session.get_inputs()[0].name
     chunks: list[np.ndarray] = []
     if isinstance(cfg, ImagePreprocessConfig):
-        from training_scripts.image_data import scan_image_folder
+        from training_scripts.image_folder import scan_image_folder
 
         index = scan_image_folder(test_path)
         y_true = _label_ids([index.classes[label] for _, label in index.samples], labels, test_path)
@@ -99,7 +99,7 @@ def predict(
         skipped = len(index.skipped)
     else:
         assert isinstance(cfg, TextPreprocessConfig)
-        from training_scripts.text_data import read_text_table
+        from training_scripts.text_table import read_text_table
 
         vocab = Vocabulary.load(model_dir)
         table = read_text_table(test_path, text_column, label_column)

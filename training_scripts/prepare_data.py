@@ -63,7 +63,7 @@ def _counts(labels: Sequence[Any], subsets: dict[str, list[int]], names: Sequenc
 
 
 def prepare_images(data: Path, output: Path, val_fraction: float, test_fraction: float, seed: int) -> dict[str, Any]:
-    from training_scripts.image_data import scan_image_folder
+    from training_scripts.image_folder import scan_image_folder
 
     index = scan_image_folder(data)
     labels = [label for _, label in index.samples]
@@ -91,7 +91,7 @@ def prepare_text(
     text_column: str,
     label_column: str,
 ) -> dict[str, Any]:
-    from training_scripts.text_data import label_names, read_text_table
+    from training_scripts.text_table import label_names, read_text_table
 
     table = read_text_table(_find_table(data), text_column, label_column)
     subsets = _subsets(table.labels, val_fraction, test_fraction, seed)

@@ -29,15 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from training_scripts.preprocess import (
-    ImagePreprocessConfig,
-    TextPreprocessConfig,
-    Vocabulary,
-    encode_texts,
-    is_image_file,
-    load_preprocess_config,
-    preprocess_images,
-)
+from training_scripts.image_formats import is_image_file
+from training_scripts.image_transforms import preprocess_images
+from training_scripts.preprocess_config import ImagePreprocessConfig, TextPreprocessConfig, load_preprocess_config
+from training_scripts.text_encode import encode_texts
+from training_scripts.text_vocab import Vocabulary
 
 MODEL_FILE = "model.onnx"
 QUANTIZATION_FILE = "quantization.json"

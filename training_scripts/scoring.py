@@ -36,21 +36,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from training_scripts.preprocess import (
+from training_scripts.image_decode import open_image
+from training_scripts.image_formats import ImageDecodeError, ImageTooLargeError, MissingDecoderError, has_dicom_magic
+from training_scripts.image_transforms import image_to_array
+from training_scripts.preprocess_config import (
     PREPROCESS_FILE,
-    VOCAB_FILE,
-    ImageDecodeError,
     ImagePreprocessConfig,
-    ImageTooLargeError,
-    MissingDecoderError,
     TextPreprocessConfig,
-    Vocabulary,
-    encode_texts,
-    has_dicom_magic,
-    image_to_array,
     load_preprocess_config,
-    open_image,
 )
+from training_scripts.text_encode import encode_texts
+from training_scripts.text_vocab import VOCAB_FILE, Vocabulary
 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.json"
@@ -75,7 +71,7 @@ TEXT_FIELDS = ("texts",)
 
 # First bytes of the formats the contract accepts (also the extensions training reads). Checked before PIL opens
 # the data, so none of PIL's many other decoders ever sees untrusted bytes. DICOM has its marker at byte 128
-# (preprocess.has_dicom_magic) and is decoded by pydicom, not PIL.
+# (image_formats.has_dicom_magic) and is decoded by pydicom, not PIL.
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"))
 
 # A child of the inference server's own logger, so messages land in its log with its format.

@@ -34,7 +34,7 @@ from training_scripts.distributed import DistContext, cleanup, init_distributed
 from training_scripts.export_onnx import DEFAULT_TOLERANCE, check_parity, export_onnx, write_export_json
 from training_scripts.models import model_config
 from training_scripts.plots import write_plots
-from training_scripts.preprocess import PreprocessConfig, save_preprocess_config
+from training_scripts.preprocess_config import PreprocessConfig, save_preprocess_config
 from training_scripts.splits import DatasetError
 from training_scripts.tracking import Tracker
 

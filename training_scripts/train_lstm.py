@@ -25,9 +25,12 @@ from training_scripts.export_onnx import INPUT_IDS
 from training_scripts.glove import load_glove
 from training_scripts.lstm import LSTMClassifier
 from training_scripts.models import build_model, freeze
-from training_scripts.preprocess import TextPreprocessConfig, Vocabulary, encode_texts, tokenize
+from training_scripts.preprocess_config import TextPreprocessConfig
 from training_scripts.splits import DatasetError, split_indices
-from training_scripts.text_data import TextDataset, TextTable, label_ids, label_names, read_text_table
+from training_scripts.text_data import TextDataset
+from training_scripts.text_encode import encode_texts
+from training_scripts.text_table import TextTable, label_ids, label_names, read_text_table
+from training_scripts.text_vocab import Vocabulary, tokenize
 from training_scripts.train_common import PreparedTask, add_common_args, main_for
 
 

@@ -21,15 +21,10 @@ import torch
 from training_scripts import progress
 from training_scripts.distributed import DistContext
 from training_scripts.export_onnx import PIXEL_VALUES
-from training_scripts.image_data import (
-    ImageDataset,
-    ImageFolderIndex,
-    eval_transform,
-    scan_image_folder,
-    train_transform,
-)
+from training_scripts.image_data import ImageDataset, eval_transform, train_transform
+from training_scripts.image_folder import ImageFolderIndex, scan_image_folder
 from training_scripts.models import ARCHS, FREEZE_STAGES, build_model, freeze
-from training_scripts.preprocess import ImagePreprocessConfig
+from training_scripts.preprocess_config import ImagePreprocessConfig
 from training_scripts.splits import DatasetError, split_indices
 from training_scripts.train_common import PreparedTask, add_common_args, main_for
 

@@ -70,7 +70,7 @@ def _holdout(task: str, folder: Path) -> tuple[list[str], list[str], list[str]]:
             by_class.setdefault(path.parent.name, []).append(path)
         shown = [str(path) for items in by_class.values() for path in items[:SHOWN_PER_CLASS]]
         return shown, [str(path) for path in paths], [path.parent.name for path in paths]
-    from training_scripts.text_data import read_text_table
+    from training_scripts.text_table import read_text_table
 
     # Shown: three hand-written reviews; counted: synthetic reviews generated with another seed.
     shown = [

@@ -22,15 +22,11 @@ from PIL import Image
 
 from azure_dl.backends.local import endpoint
 from tests.trained import script_env
-from training_scripts.preprocess import (
-    ImagePreprocessConfig,
-    TextPreprocessConfig,
-    Vocabulary,
-    encode_texts,
-    load_preprocess_config,
-    preprocess_images,
-)
+from training_scripts.image_transforms import preprocess_images
+from training_scripts.preprocess_config import ImagePreprocessConfig, TextPreprocessConfig, load_preprocess_config
 from training_scripts.scoring import softmax
+from training_scripts.text_encode import encode_texts
+from training_scripts.text_vocab import Vocabulary
 
 pytestmark = pytest.mark.slow
 

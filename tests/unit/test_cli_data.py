@@ -13,7 +13,7 @@ import pytest
 
 from azure_dl.cli.main import build_parser, main
 from training_scripts.synth import synth_images, synth_text
-from training_scripts.text_data import read_text_table
+from training_scripts.text_table import read_text_table
 
 
 def test_synth_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,15 +19,11 @@ from PIL import Image
 from tests.unit.test_scoring import b64, make_model_dir
 from training_scripts import scoring
 from training_scripts.dicom import check_dicom
-from training_scripts.image_data import ImageDataset, check_image_file, eval_transform, scan_image_folder
-from training_scripts.preprocess import (
-    ImageDecodeError,
-    ImagePreprocessConfig,
-    ImageTooLargeError,
-    MissingDecoderError,
-    is_image_file,
-    open_image,
-)
+from training_scripts.image_data import ImageDataset, eval_transform
+from training_scripts.image_decode import open_image
+from training_scripts.image_folder import check_image_file, scan_image_folder
+from training_scripts.image_formats import ImageDecodeError, ImageTooLargeError, MissingDecoderError, is_image_file
+from training_scripts.preprocess_config import ImagePreprocessConfig
 from training_scripts.splits import DatasetError
 
 pydicom = pytest.importorskip("pydicom")
@@ -262,9 +258,9 @@ def test_without_pydicom_a_dcm_names_the_file_and_the_install(
 def test_pydicom_is_imported_only_when_a_dicom_is_met_and_never_torch() -> None:
     probe = f"""
 import sys
-import training_scripts.scoring, training_scripts.preprocess, training_scripts.dicom
+import training_scripts.scoring, training_scripts.image_decode, training_scripts.dicom
 before = "pydicom" in sys.modules
-from training_scripts.preprocess import open_image
+from training_scripts.image_decode import open_image
 open_image({dicom_bytes(RAMP)!r})
 print(before, "pydicom" in sys.modules, "torch" in sys.modules)
 """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,12 @@ import pytest
 from training_scripts import evaluate as evaluate_module
 from training_scripts.gate import GateRefused, gate_verdict, promote
 from training_scripts.gate import main as gate_main
+from training_scripts.image_transforms import preprocess_images
 from training_scripts.metrics import classification_report
 from training_scripts.prepare_data import prepare
-from training_scripts.preprocess import ImagePreprocessConfig, TextPreprocessConfig, Vocabulary, preprocess_images
+from training_scripts.preprocess_config import ImagePreprocessConfig, TextPreprocessConfig
 from training_scripts.synth import synth_images
+from training_scripts.text_vocab import Vocabulary
 
 IMAGE_SIZE = 16
 WEIGHTS = np.array([[2.0, -1.0], [-0.5, 0.5], [1.0, 0.0]], dtype=np.float32)  # [3 channels, 2 classes]
@@ -106,7 +110,8 @@ def test_gate_fails_below_threshold_and_on_failed_parity(prepared: Path, tmp_pat
     assert verdict["passed"] is False and "parity check failed" in verdict["reason"]
 
 
-def test_text_model_on_a_table(tmp_path: Path) -> None:
+def _text_model_and_table(tmp_path: Path) -> tuple[Path, Path]:
+    """logits = sum of 2-d token embeddings ("good" positive, "bad" negative), and a 4-row JSONL test table."""
     from onnx import TensorProto, helper
 
     itos = ["<pad>", "<unk>", "good", "bad", "film"]
@@ -137,12 +142,43 @@ def test_text_model_on_a_table(tmp_path: Path) -> None:
     table = tmp_path / "test.jsonl"
     rows = [("good film", "positive"), ("bad film", "negative"), ("Good!", "positive"), ("bad bad good", "positive")]
     table.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    return model, table
 
+
+def test_text_model_on_a_table(tmp_path: Path) -> None:
+    model, table = _text_model_and_table(tmp_path)
     verdict = evaluate_module.evaluate(model, table, tmp_path / "out", gate_threshold=0.7)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]
     assert metrics["accuracy"] == pytest.approx(0.75)  # "bad bad good" is predicted negative
     assert metrics["confusion_matrix"] == [[1, 0], [1, 2]]
     assert verdict["passed"] is True and verdict["value"] == pytest.approx(metrics["macro_f1"])
+
+
+# `import torch` raises ImportError in this interpreter, as in the inference environment, which has no torch.
+_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None
+from training_scripts.evaluate import main
+code = main(sys.argv[1:])
+assert "torch" not in [name for name, module in sys.modules.items() if module is not None], "torch was imported"
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.parametrize("task", ["image", "text"])
+def test_evaluate_step_runs_where_torch_cannot_be_imported(task: str, prepared: Path, tmp_path: Path) -> None:
+    if task == "image":
+        source = ["--model", str(_image_model(tmp_path / "model")), "--data", str(prepared)]
+    else:
+        model, table = _text_model_and_table(tmp_path)
+        source = ["--model", str(model), "--test-data", str(table)]
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH, *source, "--output", str(out)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "gate.json").read_text())["passed"] is True
+    assert (out / "metrics.json").is_file() and (out / "confusion_matrix.png").is_file()
 
 
 def test_unknown_test_class_is_a_clear_error(prepared: Path, tmp_path: Path) -> None:

@@ -1,15 +1,31 @@
-"""The control plane answers `--help` without importing the heavy libraries (torch, mlflow, ORT, Azure SDK)."""
+"""Import boundaries: the control plane answers `--help` without heavy libraries, and what must run without torch
+(the evaluate step, the scoring scripts, every data-plane module the control plane imports) imports no torch."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from azure_dl.cli.main import build_parser
 
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "mlflow", "onnxruntime", "azure.ai.ml", "azure.identity")
+DATA_PLANE = "training_scripts"
+PACKAGES = ("azure_dl", DATA_PLANE)
+# Run where the inference environment (no torch) runs them, or documented as torch-free in docs/architecture.md.
+TORCH_FREE_ENTRY_POINTS = (
+    "training_scripts.evaluate",
+    "training_scripts.score_resnet",
+    "training_scripts.score_lstm",
+    "training_scripts.scoring",
+    "training_scripts.synth",
+    "training_scripts.metrics",
+    "training_scripts.progress",
+)
 
 
 def _modules_imported_by(code: str) -> set[str]:
@@ -24,6 +40,55 @@ def _verbs() -> list[str]:
     return sorted(subparsers.choices)  # type: ignore[arg-type]
 
 
+def _package_imports(path: Path) -> set[str]:
+    """The azure_dl / training_scripts modules a file imports anywhere: at module level and inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from training_scripts import synth`
+    return {name for name in found if name.split(".")[0] in PACKAGES and _module_file(name).is_file()}
+
+
+def _data_plane_imports(path: Path) -> set[str]:
+    return {name for name in _package_imports(path) if name.startswith(f"{DATA_PLANE}.")}
+
+
+def _module_file(module: str) -> Path:
+    return REPO.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts)
+
+
+def _control_plane_imports() -> set[str]:
+    return {name for path in sorted((REPO / "azure_dl").rglob("*.py")) for name in _data_plane_imports(path)}
+
+
+def _closure(roots: set[str]) -> set[str]:
+    """`roots` and every data-plane module they import, directly or through one another, eagerly or lazily."""
+    seen: set[str] = set()
+    todo = sorted(roots)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(_data_plane_imports(_module_file(module)) - seen)
+    return seen
+
+
+TORCH_FREE = sorted(_closure(set(TORCH_FREE_ENTRY_POINTS) | _control_plane_imports()))
+
+
+def _imports_torch(module: str) -> bool:
+    probe = f"import sys, {module}; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    return result.stdout.strip() == "True"
+
+
 def test_top_level_help_imports_nothing_heavy() -> None:
     code = "from azure_dl.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
     imported = _modules_imported_by(code)
@@ -35,3 +100,27 @@ def test_subcommand_help_imports_no_torch_or_azure_sdk(verb: str) -> None:
     code = f"from azure_dl.cli.main import main\ntry:\n    main([{verb!r}, '--help'])\nexcept SystemExit:\n    pass"
     imported = _modules_imported_by(code)
     assert not {name for name in ("torch", "azure.ai.ml", "azure.identity") if name in imported}
+
+
+@pytest.mark.parametrize("module", TORCH_FREE)
+def test_module_imports_no_torch(module: str) -> None:
+    assert not _imports_torch(module), f"importing {module} imports torch; the inference environment has none"
+
+
+def test_the_torch_free_set_covers_the_readers_and_the_probe_can_fail() -> None:
+    # The evaluate step reads test data lazily, inside functions: the walk must have found those imports.
+    expected = {"training_scripts.image_folder", "training_scripts.text_table", "training_scripts.preprocess_config"}
+    assert expected <= set(TORCH_FREE)
+    assert "training_scripts.text_table" in _control_plane_imports()  # `azure-dl demo` reads held-out texts
+    assert _imports_torch("training_scripts.text_data")  # a torch module is reported as one
+
+
+def test_no_two_modules_import_each_other() -> None:
+    imports = {
+        _module_name(path): _package_imports(path) for package in PACKAGES for path in (REPO / package).rglob("*.py")
+    }
+    assert len(imports) > 50 and imports["training_scripts.dicom"]  # the walk found the modules and their imports
+    mutual = sorted(
+        f"{a} <-> {b}" for a, imported in imports.items() for b in imported if a < b and a in imports.get(b, ())
+    )
+    assert not mutual, f"modules that import each other (move what both need into a leaf module): {mutual}"

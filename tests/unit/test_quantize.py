@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training_scripts.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from training_scripts.preprocess_config import IMAGENET_MEAN, IMAGENET_STD
 from training_scripts.quantize import (
     QUANTIZATION_FILE,
     QuantizationError,

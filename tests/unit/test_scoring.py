@@ -15,13 +15,9 @@ import pytest
 from PIL import Image
 
 from training_scripts import scoring
-from training_scripts.preprocess import (
-    ImagePreprocessConfig,
-    TextPreprocessConfig,
-    Vocabulary,
-    encode_texts,
-    save_preprocess_config,
-)
+from training_scripts.preprocess_config import ImagePreprocessConfig, TextPreprocessConfig, save_preprocess_config
+from training_scripts.text_encode import encode_texts
+from training_scripts.text_vocab import Vocabulary
 
 LABELS = ["normal", "pneumonia", "other"]
 IMAGE_CFG = ImagePreprocessConfig(image_size=16, resize_size=18)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training_scripts.image_data import scan_image_folder
+from training_scripts.image_folder import scan_image_folder
 from training_scripts.synth import class_counts, synth_images, synth_text
-from training_scripts.text_data import read_text_table
+from training_scripts.text_table import read_text_table
 
 
 def _files(root: Path) -> dict[str, bytes]:
