@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from azure_dl.errors import AzureDLError, SpecError
+from training_scripts.model_folder import ONNX_FILE
 
-MODEL_FILE = "model.onnx"
 DEFAULT_OUTPUT = "model"  # the training scripts' --output, as azure-dl's job YAML names it
 JOB_OUTPUT_URI = re.compile(r"^azureml://jobs/(?P<job>[A-Za-z0-9_.-]+)/outputs/(?P<output>[A-Za-z0-9_]+)/?$")
 JOB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
@@ -68,9 +68,9 @@ def parse_source(source: str | None, *, job: str | None = None, sweep: str | Non
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise SpecError(f"model folder {folder} does not exist", hint="pass a training output folder (--output)")
-    if not (folder / MODEL_FILE).is_file():
+    if not (folder / ONNX_FILE).is_file():
         raise SpecError(
-            f"{folder} has no {MODEL_FILE}, so it is not a training output folder",
+            f"{folder} has no {ONNX_FILE}, so it is not a training output folder",
             hint="pass the folder a training script wrote with --output (or download a job: azure-dl jobs download)",
         )
     return ModelSource("folder", folder=folder)
@@ -134,9 +134,9 @@ def fetch(source: ModelSource, ml_client: Any, workdir: Path, *, read_metric: An
         note = f"best trial of sweep {source.sweep}: {best.name} ({info.goal} {info.primary_metric} = {best.value:.4g})"
     assert job is not None
     folder = download_job_output(ml_client, job, output, workdir / f"{job}-{output}")
-    if not (folder / MODEL_FILE).is_file():
+    if not (folder / ONNX_FILE).is_file():
         raise AzureDLError(
-            f"output {output!r} of job {job} holds no {MODEL_FILE}",
+            f"output {output!r} of job {job} holds no {ONNX_FILE}",
             hint="name the output that holds the training output folder: azureml://jobs/<job>/outputs/<output>",
         )
     return FetchedModel(folder, f"azureml://jobs/{job}/outputs/{output}", job_git_commit(ml_client, job), note)

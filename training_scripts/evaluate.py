@@ -27,6 +27,7 @@ import numpy as np
 
 from training_scripts.gate import DEFAULT_GATE_METRIC, GATE_FILE, GATE_METRICS, gate_verdict
 from training_scripts.image_transforms import preprocess_images
+from training_scripts.model_folder import EXPORT_FILE, LABELS_FILE, METRICS_FILE, ONNX_FILE, read_optional_json
 from training_scripts.preprocess_config import (
     IMAGE_TASK,
     ImagePreprocessConfig,
@@ -37,7 +38,6 @@ from training_scripts.splits import DatasetError
 from training_scripts.text_encode import encode_texts
 from training_scripts.text_vocab import Vocabulary
 
-METRICS_FILE = "metrics.json"
 CONFUSION_PNG = "confusion_matrix.png"
 
 
@@ -64,9 +64,9 @@ def _label_ids(names: Sequence[str], labels: Sequence[str], source: Path) -> lis
 def _load_session(model_dir: Path) -> Any:
     import onnxruntime as ort
 
-    path = model_dir / "model.onnx"
+    path = model_dir / ONNX_FILE
     if not path.is_file():
-        raise DatasetError(f"{model_dir} has no model.onnx; pass the training output folder as --model")
+        raise DatasetError(f"{model_dir} has no {ONNX_FILE}; pass the training output folder as --model")
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -84,7 +84,7 @@ def predict(
 ) -> tuple[list[int], np.ndarray, list[str], int]:
     """(true label ids, probabilities [N, C], model labels, items skipped) for a test folder or table."""
     cfg = load_preprocess_config(model_dir)
-    labels = [str(name) for name in json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))]
+    labels = [str(name) for name in json.loads((model_dir / LABELS_FILE).read_text(encoding="utf-8"))]
     session = _load_session(model_dir)
     input_name = session.get_inputs()[0].name
     chunks: list[np.ndarray] = []
@@ -136,9 +136,9 @@ def evaluate(
     report = classification_report(y_true, probs, labels, loss=loss)
     report["skipped"] = skipped
 
-    trained = _read_json(model_dir / METRICS_FILE) or {}
+    trained = read_optional_json(model_dir / METRICS_FILE) or {}
     metrics = {**trained, "test": report, "test_evaluated_with": "onnxruntime"}
-    export = _read_json(model_dir / "export.json")
+    export = read_optional_json(model_dir / EXPORT_FILE)
     verdict = gate_verdict(report, gate_metric, gate_threshold, export)
 
     output.mkdir(parents=True, exist_ok=True)
@@ -147,10 +147,6 @@ def evaluate(
     plot_confusion_matrix(report["confusion_matrix"], labels, output / CONFUSION_PNG, title="Test confusion matrix")
     _track(report, verdict, output)
     return verdict
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _track(report: dict[str, Any], verdict: dict[str, Any], output: Path) -> None:

@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from training_scripts.model_folder import EXPORT_FILE
+
 PIXEL_VALUES = "pixel_values"
 INPUT_IDS = "input_ids"
 LOGITS = "logits"
-EXPORT_JSON = "export.json"
 
 # Max |logit difference| allowed between ONNX Runtime and PyTorch eval, both fp32 on CPU. The two run the same
 # graph with different kernels (accumulation order, conv+BN folding, GEMM blocking), so they differ by float32
@@ -284,5 +285,5 @@ def write_export_json(output_dir: str | Path, report: ParityReport, onnx_path: s
         "onnxruntime_version": ort.__version__,
     }
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / EXPORT_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (output_dir / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record

@@ -2,7 +2,8 @@
 
 A model passes when its ONNX export matched PyTorch (export.json) and a test metric reaches a threshold. The
 metric defaults to macro F1: on imbalanced data a model that always predicts the majority class has high
-accuracy and a poor macro F1. Standard library only: the control plane's local registry applies the same gate.
+accuracy and a poor macro F1. Standard library only; the registration gate of both registries is
+model_folder.registration_refusal, with the same parity check.
 
 As a step (`python -m training_scripts.gate --model M --evaluation E --output O`) it copies the model folder to
 the `custom_model` output, which Azure ML registers when the pipeline output is named, or fails with the reason.
@@ -11,7 +12,6 @@ the `custom_model` output, which Azure ML registers when the pipeline output is 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import sys
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# Metrics where higher is better; `loss` is not a gate metric for that reason.
-GATE_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc")
+from training_scripts.model_folder import EXPORT_FILE, GATE_METRICS, parity_problem, read_optional_json
+
 DEFAULT_GATE_METRIC = "macro_f1"
 GATE_FILE = "gate.json"
 
@@ -32,18 +32,6 @@ class GateRefused(Exception):
 def check_gate_metric(metric: str) -> None:
     if metric not in GATE_METRICS:
         raise ValueError(f"gate metric {metric!r} is not one of {', '.join(GATE_METRICS)} (higher-is-better metrics)")
-
-
-def parity_problem(export: Mapping[str, Any] | None) -> str | None:
-    """Why export.json does not show a passed ONNX parity check, or None when it does."""
-    if export is None:
-        return "export.json is missing, so ONNX parity with PyTorch is unknown; re-export the model"
-    if export.get("passed") is not True:
-        return (
-            f"ONNX parity check failed: max_abs_diff {export.get('max_abs_diff')} exceeds tolerance "
-            f"{export.get('tolerance')} (export.json); the ONNX model does not reproduce the PyTorch model"
-        )
-    return None
 
 
 def gate_verdict(
@@ -66,19 +54,15 @@ def gate_verdict(
     return verdict
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def promote(model_dir: Path, evaluation_dir: Path, output_dir: Path) -> dict[str, Any]:
     """Copy the model folder to output_dir if evaluation_dir/gate.json passed; raise GateRefused otherwise."""
-    verdict = read_json(evaluation_dir / GATE_FILE)
+    verdict = read_optional_json(evaluation_dir / GATE_FILE)
     if not isinstance(verdict, dict):
         raise GateRefused(f"{evaluation_dir / GATE_FILE} is missing: run the evaluate step first")
     if verdict.get("passed") is not True:
         raise GateRefused(f"gate refused the model: {verdict.get('reason')}")
     # A second parity check here: gate.json could come from a different model folder than this one.
-    problem = parity_problem(read_json(model_dir / "export.json"))
+    problem = parity_problem(read_optional_json(model_dir / EXPORT_FILE))
     if problem is not None:
         raise GateRefused(f"gate refused the model: {problem}")
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training_scripts.json_files import file_in_folder, read_json_file
+from training_scripts.model_folder import PREPROCESS_FILE, file_in_folder, read_json_file
 from training_scripts.text_vocab import PAD_ID, UNK_ID
-
-PREPROCESS_FILE = "preprocess.json"
 
 IMAGE_TASK = "image-classification"
 TEXT_TASK = "text-classification"

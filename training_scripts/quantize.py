@@ -31,12 +31,11 @@ import numpy as np
 
 from training_scripts.image_formats import is_image_file
 from training_scripts.image_transforms import preprocess_images
+from training_scripts.model_folder import ONNX_FILE, QUANTIZATION_FILE
 from training_scripts.preprocess_config import ImagePreprocessConfig, TextPreprocessConfig, load_preprocess_config
 from training_scripts.text_encode import encode_texts
 from training_scripts.text_vocab import Vocabulary
 
-MODEL_FILE = "model.onnx"
-QUANTIZATION_FILE = "quantization.json"
 DEFAULT_MIN_AGREEMENT = 0.99
 MAX_CALIBRATION_IMAGES = 128  # MinMax ranges settle after a few dozen images; more only costs time
 MAX_HELD_OUT = 1000
@@ -233,9 +232,9 @@ class Candidate:
 def make_candidate(folder: Path, workdir: Path, *, data: Path | None = None) -> Candidate:
     """Quantize folder/model.onnx into workdir/model.int8.onnx the way its task calls for (folder is unchanged)."""
     folder = Path(folder)
-    fp32 = folder / MODEL_FILE
+    fp32 = folder / ONNX_FILE
     if not fp32.is_file():
-        raise QuantizationError(f"{folder} has no {MODEL_FILE}")
+        raise QuantizationError(f"{folder} has no {ONNX_FILE}")
     cfg = load_preprocess_config(folder)
     int8 = workdir / "model.int8.onnx"
     if isinstance(cfg, ImagePreprocessConfig):
@@ -265,7 +264,7 @@ def quantize_folder(
     if not 0 < min_agreement <= 1:
         raise QuantizationError(f"min_agreement must be in (0, 1], got {min_agreement}")
     folder = Path(folder)
-    fp32 = folder / MODEL_FILE
+    fp32 = folder / ONNX_FILE
     with tempfile.TemporaryDirectory(prefix="azure-dl-quantize-") as tmp:
         candidate = make_candidate(folder, Path(tmp), data=data)
         agreed = agreement(fp32, candidate.int8, candidate.input_name, candidate.held_out)

@@ -39,18 +39,15 @@ import numpy as np
 from training_scripts.image_decode import open_image
 from training_scripts.image_formats import ImageDecodeError, ImageTooLargeError, MissingDecoderError, has_dicom_magic
 from training_scripts.image_transforms import image_to_array
+from training_scripts.model_folder import LABELS_FILE, ONNX_FILE, SERVING_FILES, VOCAB_FILE
 from training_scripts.preprocess_config import (
-    PREPROCESS_FILE,
     ImagePreprocessConfig,
     TextPreprocessConfig,
     load_preprocess_config,
 )
 from training_scripts.text_encode import encode_texts
-from training_scripts.text_vocab import VOCAB_FILE, Vocabulary
+from training_scripts.text_vocab import Vocabulary
 
-MODEL_FILE = "model.onnx"
-LABELS_FILE = "labels.json"
-REQUIRED_FILES = (MODEL_FILE, PREPROCESS_FILE, LABELS_FILE)
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
 
 MAX_BATCH_ENV = "AZURE_DL_MAX_BATCH"
@@ -112,7 +109,7 @@ def find_model_dir(root: str | os.PathLike[str] | None = None, *, max_depth: int
         folder, depth = queue.popleft()
         if found and depth > found[0][0]:
             break
-        if all((folder / name).is_file() for name in REQUIRED_FILES):
+        if all((folder / name).is_file() for name in SERVING_FILES):
             found.append((depth, folder))
             continue
         if depth < max_depth:
@@ -124,7 +121,7 @@ def find_model_dir(root: str | os.PathLike[str] | None = None, *, max_depth: int
     if not found:
         listing = ", ".join(sorted(p.name for p in base.iterdir())[:20]) or "nothing"
         raise FileNotFoundError(
-            f"no folder with {', '.join(REQUIRED_FILES)} in {base} or {max_depth} levels below it "
+            f"no folder with {', '.join(SERVING_FILES)} in {base} or {max_depth} levels below it "
             f"(it holds: {listing}); register or serve a training output folder"
         )
     if len(found) > 1:
@@ -426,7 +423,7 @@ def load_scorer(
     cfg = load_preprocess_config(model_dir)
     labels = read_labels(model_dir)
     limits = limits or Limits.from_env()
-    session = session if session is not None else create_session(model_dir / MODEL_FILE)
+    session = session if session is not None else create_session(model_dir / ONNX_FILE)
     scorer: Scorer
     if isinstance(cfg, ImagePreprocessConfig):
         scorer = ImageScorer(session, labels, cfg, limits)

@@ -15,9 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from training_scripts.json_files import file_in_folder, read_json_file
-
-VOCAB_FILE = "vocab.json"
+from training_scripts.model_folder import VOCAB_FILE, file_in_folder, read_json_file
 
 PAD_ID = 0
 UNK_ID = 1

@@ -32,6 +32,17 @@ from torch.utils.data import Dataset
 from training_scripts import engine, progress
 from training_scripts.distributed import DistContext, cleanup, init_distributed
 from training_scripts.export_onnx import DEFAULT_TOLERANCE, check_parity, export_onnx, write_export_json
+from training_scripts.model_folder import (
+    DATA_REPORT_FILE,
+    EXPORT_FILE,
+    LABELS_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    ONNX_FILE,
+    PLOTS_DIR,
+    PREPROCESS_FILE,
+    WEIGHTS_FILE,
+)
 from training_scripts.models import model_config
 from training_scripts.plots import write_plots
 from training_scripts.preprocess_config import PreprocessConfig, save_preprocess_config
@@ -40,14 +51,6 @@ from training_scripts.tracking import Tracker
 
 EXIT_BAD_INPUT = 2
 EXIT_PARITY_FAILED = 4
-
-MODEL_FILE = "model.pt"
-MODEL_CONFIG_FILE = "model_config.json"
-LABELS_FILE = "labels.json"
-METRICS_FILE = "metrics.json"
-ONNX_FILE = "model.onnx"
-PLOTS_DIR = "plots"
-DATA_REPORT_FILE = "data_report.json"
 
 
 def add_common_args(
@@ -240,11 +243,11 @@ def _write_outputs(
     """Rank 0: the output folder contract, the plots, the ONNX export and the MLflow artifacts."""
     output.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    torch.save(result.best_state_dict, output / MODEL_FILE)
-    written.append(output / MODEL_FILE)
+    torch.save(result.best_state_dict, output / WEIGHTS_FILE)
+    written.append(output / WEIGHTS_FILE)
     written.append(_write_json(output / MODEL_CONFIG_FILE, model_config(prepared.model)))
     written.append(_write_json(output / LABELS_FILE, list(prepared.class_names)))
-    written.append(save_preprocess_config(output / "preprocess.json", prepared.preprocess))
+    written.append(save_preprocess_config(output / PREPROCESS_FILE, prepared.preprocess))
     written.extend(prepared.write_sidecars(output))
     metrics = result.metrics_json(test=test.report if test is not None else None)
     written.append(_write_json(output / METRICS_FILE, metrics))
@@ -269,7 +272,7 @@ def _write_outputs(
     )
     tracker.set_tags({"onnx_sha256": export["sha256"], "best_epoch": result.best_epoch})
     # Plain artifacts only: mlflow.<flavor>.log_model fails against an Azure ML workspace (MLflow 3.x).
-    for path in [*written, output / ONNX_FILE, output / "export.json"]:
+    for path in [*written, output / ONNX_FILE, output / EXPORT_FILE]:
         tracker.log_artifact(path, artifact_path="model")
     tracker.log_artifacts(output / PLOTS_DIR, artifact_path=PLOTS_DIR)
     return metrics, export

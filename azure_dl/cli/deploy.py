@@ -21,6 +21,7 @@ from typing import Any
 
 from azure_dl.errors import ConfigError, SpecError
 from azure_dl.workspace import add_workspace_arguments
+from training_scripts.model_folder import LABELS_FILE, ONNX_FILE, PREPROCESS_FILE
 
 TASK_CHOICES = {"image": "image-classification", "text": "text-classification"}
 DEFAULT_MAX_BATCH = 64  # endpoint_spec.DEFAULT_MAX_BATCH, repeated so that --help imports nothing more
@@ -146,22 +147,22 @@ def _read_json(path: Path) -> Any:
 
 def folder_facts(folder: Path) -> tuple[str, dict[str, Any], list[str] | None]:
     """(task, preprocess.json, labels) of a model folder; a folder without them is not deployable."""
-    preprocess = _read_json(folder / "preprocess.json")
+    preprocess = _read_json(folder / PREPROCESS_FILE)
     if not isinstance(preprocess, dict) or not isinstance(preprocess.get("task"), str):
-        raise SpecError(f"{folder} has no preprocess.json with a task, so its scoring script is unknown")
-    labels = _read_json(folder / "labels.json")
+        raise SpecError(f"{folder} has no {PREPROCESS_FILE} with a task, so its scoring script is unknown")
+    labels = _read_json(folder / LABELS_FILE)
     return preprocess["task"], preprocess, [str(label) for label in labels] if isinstance(labels, list) else None
 
 
 def choose_model(args: argparse.Namespace) -> ModelChoice:
-    from azure_dl.backends.local.registry import check_registration_gate
     from azure_dl.cli.register import min_metrics_of
     from azure_dl.endpoint_spec import ModelRef, parse_model_ref
+    from azure_dl.model_registration import check_registration_gate
 
     folder = Path(args.model).expanduser()
     if folder.is_dir():
-        if not (folder / "model.onnx").is_file():
-            raise SpecError(f"{folder} has no model.onnx", hint="pass a training output folder or NAME[:VERSION]")
+        if not (folder / ONNX_FILE).is_file():
+            raise SpecError(f"{folder} has no {ONNX_FILE}", hint="pass a training output folder or NAME[:VERSION]")
         check_registration_gate(folder, min_metrics_of(args.min_metric))
         task, preprocess, labels = folder_facts(folder)
         return ModelChoice(ModelRef(args.model_name or args.endpoint), folder, task, preprocess, labels)

@@ -20,7 +20,7 @@ from azure_dl.workspace import add_workspace_arguments
 
 def parse_min_metric(text: str) -> tuple[str, float]:
     """'macro_f1=0.8' -> ('macro_f1', 0.8), for the higher-is-better gate metrics only."""
-    from training_scripts.gate import GATE_METRICS
+    from training_scripts.model_folder import GATE_METRICS
 
     name, sep, value = text.partition("=")
     name = name.strip()
@@ -129,13 +129,14 @@ def _report_quantization(report: Any) -> None:
 
 
 def _register_local(args: argparse.Namespace, folder: Path, min_metrics: dict[str, float], quantize: Any) -> int:
-    from azure_dl.backends.local.registry import check_registration_gate, register_local
+    from azure_dl.backends.local.registry import register_local
     from azure_dl.console import print_key_values
+    from azure_dl.model_registration import check_registration_gate
 
     report = None
     with tempfile.TemporaryDirectory(prefix="azure-dl-register-") as tmp:
         if quantize is not None:
-            from azure_dl.backends.azureml.models import stage_model_folder
+            from azure_dl.model_registration import stage_model_folder
 
             check_registration_gate(folder, min_metrics)  # the gate sees the fp32 model, before quantizing
             folder = stage_model_folder(folder, Path(tmp) / "model")
@@ -159,7 +160,7 @@ def handle(args: argparse.Namespace) -> int:
     min_metrics = min_metrics_of(args.min_metric)
     quantize = quantizer_for(args)
     if source.kind == "folder":
-        from azure_dl.backends.local.registry import check_registration_gate
+        from azure_dl.model_registration import check_registration_gate
 
         assert source.folder is not None
         check_registration_gate(source.folder, min_metrics)  # refuse before signing in or uploading anything

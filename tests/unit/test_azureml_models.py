@@ -9,19 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from azure_dl.backends.azureml.models import (
-    CONTENT_HASH_TAG,
-    REGISTERED_FILES,
-    content_hash,
-    find_version_by_content,
-    register_model,
-    sweep_info,
-)
-from azure_dl.backends.local.registry import RegistrationRefused
+from azure_dl.backends.azureml.models import find_version_by_content, register_model, sweep_info
 from azure_dl.errors import AzureDLError
+from azure_dl.model_registration import CONTENT_HASH_TAG, RegistrationRefused, content_hash
 from azure_dl.model_source import ModelSource, Trial, fetch, pick_best_trial
 from tests.azure_fakes import http_error
 from tests.endpoint_fakes import fake_endpoint_client
+from training_scripts.model_folder import REGISTERED_FILES
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from azure_dl.backends.azureml import client as client_module
-from azure_dl.backends.azureml.models import REGISTERED_FILES
 from azure_dl.cli.main import main
 from tests.azure_fakes import http_error
 from tests.endpoint_fakes import fake_endpoint_client, sequence
 from tests.golden_utils import assert_golden, normalise
+from training_scripts.model_folder import REGISTERED_FILES
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from azure_dl.backends.azureml import client as client_module
-from azure_dl.backends.azureml.jobs import TRAINING_OUTPUT_FILES
 from azure_dl.cli.main import main
 from tests.azure_fakes import FakeJobOperations, days_ago, fake_ml_client
+from training_scripts.model_folder import TRAINING_OUTPUT_FILES
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",

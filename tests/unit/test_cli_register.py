@@ -12,11 +12,11 @@ import pytest
 
 from azure_dl.backends.azureml import client as client_module
 from azure_dl.backends.azureml import models as models_module
-from azure_dl.backends.azureml.models import REGISTERED_FILES
 from azure_dl.cli.main import main
 from azure_dl.errors import SpecError
 from azure_dl.model_source import parse_source
 from tests.endpoint_fakes import fake_endpoint_client
+from training_scripts.model_folder import REGISTERED_FILES
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",

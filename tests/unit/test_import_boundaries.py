@@ -124,3 +124,16 @@ def test_no_two_modules_import_each_other() -> None:
         f"{a} <-> {b}" for a, imported in imports.items() for b in imported if a < b and a in imports.get(b, ())
     )
     assert not mutual, f"modules that import each other (move what both need into a leaf module): {mutual}"
+
+
+def test_the_model_folder_module_is_a_standard_library_leaf() -> None:
+    # Everything that writes or reads a training output folder imports it, the control plane included.
+    assert _package_imports(REPO / "training_scripts" / "model_folder.py") == set()
+    assert "training_scripts.model_folder" in _control_plane_imports()
+
+
+def test_the_azure_backend_does_not_reach_into_the_local_one() -> None:
+    # What both registries share lives in azure_dl.model_registration, not in backends/local.
+    for path in sorted((REPO / "azure_dl" / "backends" / "azureml").rglob("*.py")):
+        local = sorted(name for name in _package_imports(path) if name.startswith("azure_dl.backends.local"))
+        assert not local, f"{path.relative_to(REPO)} imports {local}"

@@ -24,9 +24,8 @@ from azure_dl.backends.azureml.client import job_studio_url, redact, require_sdk
 from azure_dl.backends.azureml.compute import check_quota, ensure_compute, get_compute, tier_of
 from azure_dl.errors import AzureDLError, ConfigError, SpecError
 from azure_dl.workspace import WorkspaceSettings
+from training_scripts.model_folder import ONNX_FILE, TRAINING_OUTPUT_FILES
 
-# What `register` and `serve` need from a training output folder (docs/architecture.md, "Training output folder").
-TRAINING_OUTPUT_FILES = ("model.onnx", "labels.json", "preprocess.json", "metrics.json", "export.json")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled", "notresponding", "paused"})
 TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 # Pauses between whole create attempts, after azure-core's own per-request retries have given up.
@@ -495,7 +494,7 @@ def _flatten(staging: Path, out: Path, job_name: str, output_name: str | None) -
             raise AzureDLError(f"job {job_name} wrote nothing to its output {output_name!r}")
         _move_children(source, out)
         return output_name, ()
-    with_model = [path for path in outputs if (path / "model.onnx").is_file()]
+    with_model = [path for path in outputs if (path / ONNX_FILE).is_file()]
     top = with_model[0] if len(with_model) == 1 else (outputs[0] if len(outputs) == 1 else None)
     if top is not None:
         _move_children(top, out)

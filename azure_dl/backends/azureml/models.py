@@ -1,18 +1,15 @@
 """Azure ML model registration: a training output folder becomes a `custom_model` version, gated, tagged, idempotent.
 
-The gate (failed ONNX parity, a test metric below `--min-metric`) runs before anything is uploaded, with the same
-logic as the local registry. Only model.onnx and its sidecar files are uploaded (not model.pt or checkpoints), from
-a staging copy, so the registered folder is exactly what the content hash covers: registering identical content
-again finds the version tagged with that hash and reuses it. Also here: the thin SDK calls behind `--job` and
+The gate (failed ONNX parity, a test metric below `--min-metric`) runs before anything is uploaded. Only model.onnx
+and its sidecar files are uploaded (not model.pt or checkpoints), from a staging copy, so the registered folder is
+exactly what the content hash covers: registering identical content again finds the version tagged with that hash
+and reuses it. The gate, the staged copy, the hash and the tags are azure_dl.model_registration, shared with the
+local registry, so a folder gets the same digest in both. Also here: the thin SDK calls behind `--job` and
 `--sweep` sources (download a job's output; a sweep's objective and trials).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,12 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from azure_dl.backends.azureml.client import sdk_errors
-from azure_dl.backends.local.registry import CONTENT_HASH_TAG, MODEL_FILE, SIDECAR_FILES, check_registration_gate
 from azure_dl.errors import AzureDLError
+from azure_dl.model_registration import (
+    CONTENT_HASH_TAG,
+    check_registration_gate,
+    content_hash,
+    folder_git_commit,
+    model_tags,
+    require_model,
+    stage_model_folder,
+)
+from training_scripts.model_folder import ONNX_FILE
 
-QUANTIZATION_FILE = "quantization.json"
-REGISTERED_FILES = (MODEL_FILE, *SIDECAR_FILES, QUANTIZATION_FILE)
-HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc", "loss")
 MODEL_TYPE = "custom_model"
 
 # Quantizes a staged model folder in place and returns what it did (the quantization.json content).
@@ -48,97 +51,6 @@ class RegisteredAzureModel:
         return f"{self.name}:{self.version}"
 
 
-# ------------------------------------------------------------------------------------------------ folder content
-def stage_model_folder(folder: Path, dest: Path) -> Path:
-    """Copy model.onnx and the sidecar files present (nothing else) into `dest`, a new folder."""
-    folder = Path(folder)
-    if not (folder / MODEL_FILE).is_file():
-        raise AzureDLError(
-            f"{folder} has no {MODEL_FILE}", hint="pass a training output folder (the script's --output)"
-        )
-    dest.mkdir(parents=True, exist_ok=False)
-    for name in REGISTERED_FILES:
-        if (folder / name).is_file():
-            shutil.copy2(folder / name, dest / name)
-    return dest
-
-
-def content_hash(folder: Path) -> str:
-    """sha256 over (name, sha256 of bytes) of model.onnx and every sidecar present, sorted by name."""
-    digest = hashlib.sha256()
-    for name in sorted(REGISTERED_FILES):
-        path = Path(folder) / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AzureDLError(f"{path} is not valid JSON: {exc}") from exc
-
-
-def folder_git_commit(folder: Path) -> str | None:
-    """The commit recorded in the sidecars, else the HEAD of a git checkout holding the folder, else None."""
-    for name in ("export.json", "metrics.json"):
-        data = _read_json(Path(folder) / name)
-        if isinstance(data, dict) and isinstance(data.get("git_commit"), str):
-            return str(data["git_commit"])
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (result.stdout.strip() or None) if result.returncode == 0 else None
-
-
-def model_tags(
-    folder: Path, digest: str, *, source: str | None = None, git_commit: str | None = None
-) -> dict[str, str]:
-    """Tags of the registered version: content hash, task, headline test metrics, parity, commit, quantization."""
-    folder = Path(folder)
-    tags = {CONTENT_HASH_TAG: digest}
-    preprocess = _read_json(folder / "preprocess.json") or {}
-    if isinstance(preprocess.get("task"), str):
-        tags["task"] = preprocess["task"]
-    labels = _read_json(folder / "labels.json")
-    if isinstance(labels, list):
-        tags["num_classes"] = str(len(labels))
-    config = _read_json(folder / "model_config.json") or {}
-    if isinstance(config.get("arch"), str):
-        tags["arch"] = config["arch"]
-    metrics = _read_json(folder / "metrics.json") or {}
-    # Test metrics are the headline; validation ones only when the model was never tested.
-    split = "test" if isinstance(metrics.get("test"), dict) else "validation"
-    values = metrics.get(split)
-    values = values if isinstance(values, dict) else {}
-    for key in HEADLINE_METRICS:
-        value = values.get(key)
-        if isinstance(value, int | float):
-            tags[f"{split}.{key}"] = f"{value:.6g}"
-    export = _read_json(folder / "export.json") or {}
-    for key in ("max_abs_diff", "tolerance", "passed"):
-        if key in export:
-            tags[f"parity.{key}"] = str(export[key])
-    quantization = _read_json(folder / QUANTIZATION_FILE)
-    if isinstance(quantization, dict):
-        for key in ("accepted", "method", "agreement"):
-            if key in quantization:
-                tags[f"quantization.{key}"] = str(quantization[key])
-    commit = git_commit or folder_git_commit(folder)
-    if commit:
-        tags["git_commit"] = commit
-    if source:
-        tags["source"] = source
-    return tags
-
-
-# --------------------------------------------------------------------------------------------------- the SDK
 def _versions(ml_client: Any, name: str) -> Iterator[Any]:
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -170,19 +82,15 @@ def register_model(
     """Gate, stage (and quantize), hash, then reuse the version holding this content or upload a new one."""
     from azure_dl.endpoint_spec import ModelRef
 
-    folder = Path(folder)
     ModelRef(name)  # validates the name before anything else
-    if not (folder / MODEL_FILE).is_file():
-        raise AzureDLError(
-            f"{folder} has no {MODEL_FILE}", hint="pass a training output folder (the script's --output)"
-        )
+    folder = require_model(folder)
     check_registration_gate(folder, min_metrics)  # before any upload
     commit = git_commit or folder_git_commit(folder)
     with tempfile.TemporaryDirectory(prefix="azure-dl-register-") as tmp:
         staged = stage_model_folder(folder, Path(tmp) / "model")
         report = quantize(staged) if quantize is not None else None
         digest = content_hash(staged)
-        tags = model_tags(staged, digest, source=source, git_commit=commit)
+        tags = model_tags(staged, digest, source=source, commit=commit)
         existing = find_version_by_content(ml_client, name, digest)
         if existing is not None:
             return RegisteredAzureModel(name, str(existing.version), True, digest, dict(existing.tags or {}), report)
@@ -230,9 +138,9 @@ def download_model(ml_client: Any, name: str, version: str, dest: Path) -> Path:
     """The registered files of name:version in a local folder (Azure writes <dest>/<name>/<model path>/...)."""
     with sdk_errors(f"download model {name}:{version}"):
         ml_client.models.download(name=name, version=version, download_path=str(dest))
-    for candidate in sorted(Path(dest).rglob(MODEL_FILE)):
+    for candidate in sorted(Path(dest).rglob(ONNX_FILE)):
         return candidate.parent
-    raise AzureDLError(f"model {name}:{version} holds no {MODEL_FILE}: it was not registered by azure-dl")
+    raise AzureDLError(f"model {name}:{version} holds no {ONNX_FILE}: it was not registered by azure-dl")
 
 
 # -------------------------------------------------------------------------------------------- job and sweep sources

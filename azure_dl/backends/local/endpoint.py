@@ -34,13 +34,13 @@ from types import TracebackType
 from typing import IO
 
 from azure_dl.errors import AzureDLError
+from training_scripts.model_folder import PREPROCESS_FILE, SERVING_FILES, VOCAB_FILE
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001  # azmlinfsrv's own default
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
 DEFAULT_STOP_GRACE_S = 10.0
 LAUNCHER_FILE = "endpoint_launcher.py"
-REQUIRED_FILES = ("model.onnx", "preprocess.json", "labels.json")
 SCORING_SCRIPTS = {
     "image-classification": "training_scripts/score_resnet.py",
     "text-classification": "training_scripts/score_lstm.py",
@@ -51,7 +51,7 @@ _SERVER_ENV_OVERRIDES = ("SEPERATE_HEALTH_ENDPOINT", "HEALTH_PORT", "AZUREML_ENT
 
 def model_task(model_dir: Path) -> str:
     """The model folder's task from preprocess.json, after checking the files scoring needs are there."""
-    missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
+    missing = [name for name in SERVING_FILES if not (model_dir / name).is_file()]
     if missing:
         raise AzureDLError(
             f"{model_dir} is not a training output folder: {', '.join(missing)} missing",
@@ -59,15 +59,15 @@ def model_task(model_dir: Path) -> str:
             "or a registered model as models:/NAME/VERSION",
         )
     try:
-        task = json.loads((model_dir / "preprocess.json").read_text(encoding="utf-8")).get("task")
+        task = json.loads((model_dir / PREPROCESS_FILE).read_text(encoding="utf-8")).get("task")
     except (json.JSONDecodeError, AttributeError) as exc:
-        raise AzureDLError(f"{model_dir / 'preprocess.json'} is not a JSON object: {exc}") from exc
+        raise AzureDLError(f"{model_dir / PREPROCESS_FILE} is not a JSON object: {exc}") from exc
     if task not in SCORING_SCRIPTS:
         raise AzureDLError(
-            f"{model_dir / 'preprocess.json'} names task {task!r}; azure-dl serves {', '.join(SCORING_SCRIPTS)}"
+            f"{model_dir / PREPROCESS_FILE} names task {task!r}; azure-dl serves {', '.join(SCORING_SCRIPTS)}"
         )
-    if task == "text-classification" and not (model_dir / "vocab.json").is_file():
-        raise AzureDLError(f"{model_dir} holds a text model but no vocab.json")
+    if task == "text-classification" and not (model_dir / VOCAB_FILE).is_file():
+        raise AzureDLError(f"{model_dir} holds a text model but no {VOCAB_FILE}")
     return str(task)
 
 

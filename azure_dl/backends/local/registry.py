@@ -7,12 +7,9 @@ reference back into a plain training-output folder for `azure-dl serve`. mlflow 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,19 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from azure_dl.errors import AzureDLError
-from training_scripts.gate import GATE_METRICS, parity_problem
-
-MODEL_FILE = "model.onnx"
-SIDECAR_FILES = (
-    "labels.json",
-    "vocab.json",
-    "preprocess.json",
-    "metrics.json",
-    "export.json",
-    "model_config.json",
-    "quantization.json",  # written by `register --quantize`: which model (INT8 or fp32) and the agreement
+from azure_dl.model_registration import (
+    CONTENT_HASH_TAG,
+    check_registration_gate,
+    content_hash,
+    model_tags,
+    require_model,
 )
-CONTENT_HASH_TAG = "azure_dl.content_sha256"
+from training_scripts.model_folder import ONNX_FILE, REGISTERED_FILES
+
 EXTRA_FILES_DIR = "extra_files"  # where mlflow.onnx puts extra_files inside a logged model
 REGISTRY_EXPERIMENT = "azure-dl-registry"
 DEFAULT_CACHE = Path.home() / ".azure-dl" / "models"
@@ -41,10 +34,6 @@ _REF_PATTERNS = (
     re.compile(r"^models:/(?P<name>[^/]+)/(?P<version>\d+|latest)$"),
     re.compile(r"^(?P<name>[A-Za-z0-9][\w.-]*):(?P<version>\d+|latest)$"),
 )
-
-
-class RegistrationRefused(AzureDLError):
-    """The gate refused the model (failed parity, or a test metric below the required minimum)."""
 
 
 @dataclass(frozen=True)
@@ -72,52 +61,6 @@ def default_tracking_uri() -> str:
     return uri
 
 
-def content_hash(folder: Path) -> str:
-    """sha256 over model.onnx and the sidecar files present (names and bytes): the identity of a model."""
-    digest = hashlib.sha256()
-    for name in (MODEL_FILE, *SIDECAR_FILES):
-        path = folder / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AzureDLError(f"{path} is not valid JSON: {exc}") from exc
-
-
-def check_registration_gate(folder: Path, min_metrics: Mapping[str, float] | None) -> None:
-    """Refuse a model whose export failed parity or whose test metrics are below the given minimums."""
-    problem = parity_problem(_read_json(folder / "export.json"))
-    if problem is not None:
-        raise RegistrationRefused(f"refusing to register {folder}: {problem}")
-    if not min_metrics:
-        return
-    metrics = _read_json(folder / "metrics.json") or {}
-    test = metrics.get("test")
-    if not isinstance(test, dict):
-        raise RegistrationRefused(
-            f"refusing to register {folder}: metrics.json has no test metrics to check {', '.join(min_metrics)}",
-            hint="train with --test-data so the test split is evaluated, or drop --min-metric",
-        )
-    for metric, threshold in min_metrics.items():
-        if metric not in GATE_METRICS:
-            raise AzureDLError(f"--min-metric {metric!r} is not one of {', '.join(GATE_METRICS)}")
-        value = test.get(metric)
-        if not isinstance(value, int | float):
-            raise RegistrationRefused(f"refusing to register {folder}: metrics.json has no test {metric}")
-        if value < threshold:
-            raise RegistrationRefused(
-                f"refusing to register {folder}: test {metric} {value:.4f} is below the minimum {threshold:.4f}"
-            )
-
-
 def _onnx_signature(model: Any) -> Any:
     """An MLflow tensor signature from the ONNX graph's inputs and outputs (symbolic dims become -1)."""
     import numpy as np
@@ -139,40 +82,6 @@ def _onnx_signature(model: Any) -> Any:
         return result
 
     return ModelSignature(inputs=Schema(specs(model.graph.input)), outputs=Schema(specs(model.graph.output)))
-
-
-def _git_commit(folder: Path, sidecars: Mapping[str, Any]) -> str | None:
-    """The commit recorded by training, else the commit of a git checkout that contains the folder."""
-    for data in sidecars.values():
-        if isinstance(data, dict) and isinstance(data.get("git_commit"), str):
-            return str(data["git_commit"])
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
-
-
-def _tags(folder: Path, digest: str) -> dict[str, str]:
-    sidecars = {name: _read_json(folder / name) for name in ("metrics.json", "export.json")}
-    tags = {CONTENT_HASH_TAG: digest}
-    metrics = sidecars["metrics.json"] or {}
-    for split in ("test", "validation"):
-        values = metrics.get(split)
-        if isinstance(values, dict):
-            for key, value in values.items():
-                if isinstance(value, int | float):
-                    tags[f"{split}.{key}"] = f"{value:.6g}"
-    export = sidecars["export.json"] or {}
-    for key in ("max_abs_diff", "tolerance", "passed", "opset"):
-        if key in export:
-            tags[f"parity.{key}"] = str(export[key])
-    commit = _git_commit(folder, sidecars)
-    if commit:
-        tags["git_commit"] = commit
-    return tags
 
 
 def artifact_root(tracking_uri: str) -> str | None:
@@ -214,11 +123,7 @@ def register_local(
     tracking_uri: str | None = None,
 ) -> RegisteredModel:
     """Register a training output folder in the local MLflow registry; identical content reuses its version."""
-    folder = Path(folder)
-    if not (folder / MODEL_FILE).is_file():
-        raise AzureDLError(
-            f"{folder} has no {MODEL_FILE}", hint="pass a training output folder (the script's --output)"
-        )
+    folder = require_model(Path(folder))
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
         raise AzureDLError(f"model name {name!r} is invalid: use letters, digits, '-', '_' and '.'")
     check_registration_gate(folder, min_metrics)
@@ -234,8 +139,8 @@ def register_local(
     import onnx
     from mlflow.exceptions import MlflowException
 
-    model = onnx.load(str(folder / MODEL_FILE))
-    extra = [str(folder / f) for f in SIDECAR_FILES if (folder / f).is_file()]
+    model = onnx.load(str(folder / ONNX_FILE))
+    extra = [str(folder / name) for name in REGISTERED_FILES if name != ONNX_FILE and (folder / name).is_file()]
     run = client.create_run(ensure_experiment(client, REGISTRY_EXPERIMENT, uri), run_name=f"register-{name}")
     try:
         with tempfile.TemporaryDirectory(prefix="azure-dl-register-") as tmp:
@@ -257,7 +162,7 @@ def register_local(
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         version = client.create_model_version(
-            name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=_tags(folder, digest)
+            name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=model_tags(folder, digest)
         )
     except Exception:
         client.set_terminated(run.info.run_id, "FAILED")
@@ -297,7 +202,7 @@ def resolve_local_model(ref: str, *, tracking_uri: str | None = None, cache_dir:
     # Keyed by content, not name/version: two stores can both hold a different "model:1".
     cache = cache_dir or DEFAULT_CACHE
     target = cache / digest if digest else cache / "untagged" / name / version
-    if digest and (target / MODEL_FILE).is_file():
+    if digest and (target / ONNX_FILE).is_file():
         return target
     staging = target.with_name(f".{version}.partial")
     shutil.rmtree(staging, ignore_errors=True)
