@@ -80,6 +80,9 @@ PRESETS: dict[str, Preset] = {
         data_kind="uri_file",
         synth="text",
         synth_options={"n": 2000},
+        # The scenario trains the LSTM on CPU compute: a 300-d GloVe LSTM over 100 tokens is small enough that a
+        # 4-core D4s_v3 (about a tenth of a T4 node's price) does the job; the train-cpu environment follows.
+        default_vm_size=DEFAULT_CPU_VM_SIZE,
         # A small forward LSTM: 64-d embeddings and state, Adam 3e-3, up to 20 epochs (early stopping after 5
         # without improvement); about a second per epoch on 2 cores.
         local_args=(

@@ -309,7 +309,7 @@ def test_serverless_low_priority(tmp_path: Path, capsys: pytest.CaptureFixture) 
     )
     assert_golden("submit_serverless.yml", text)
     job = load(out / "job.yml")
-    assert job.compute is None and job.resources.instance_type == "Standard_NC4as_T4_v3"
+    assert job.compute is None and job.resources.instance_type == "Standard_D4s_v3"  # the LSTM's CPU
     assert job.queue_settings.job_tier == "spot" and job.inputs["data"].type == "uri_file"
     assert "serverless" in capsys.readouterr().out
 

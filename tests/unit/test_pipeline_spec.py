@@ -78,7 +78,7 @@ def test_component_environment_is_one_of_environments(path: Path) -> None:
     assert conda.is_file() and conda.parent.parent == REPO_ROOT / "environments"
     assert raw["environment"]["image"] == read_image(conda.parent)
     assert (path.parent / raw["code"]).resolve() == REPO_ROOT
-    expected = "train-gpu" if path.stem.startswith("train_") else "train-cpu"
+    expected = "train-gpu" if path.stem == "train_resnet" else "train-cpu"  # the LSTM scenario trains on CPU
     assert conda.parent.name == expected
 
 
@@ -111,7 +111,8 @@ def test_pipeline_definition_loads_with_load_job(preset: str) -> None:
     assert job._validate().passed
     rest = job._to_rest_object().as_dict()["properties"]
     assert rest["outputs"]["registered_model"] == {"assetName": f"azure-dl-{preset}", "jobOutputType": "custom_model"}
-    assert rest["jobs"]["train"]["computeId"] == "${{parent.inputs.gpu_compute}}"
+    train_compute = "gpu_compute" if preset == "resnet" else "cpu_compute"  # the LSTM scenario trains on CPU
+    assert rest["jobs"]["train"]["computeId"] == f"${{{{parent.inputs.{train_compute}}}}}"
     assert rest["jobs"]["prepare"]["computeId"] == "${{parent.inputs.cpu_compute}}"
 
     spec = load_pipeline(preset)
@@ -154,7 +155,8 @@ def test_dry_run_yaml_is_self_contained_golden_and_loads(preset: str, tmp_path: 
     assert rest["jobs"]["train"]["inputs"]["max_steps"]["value"] == "50"
     train = job.jobs["train"]
     assert (path.parent / train.component.code).resolve() == snapshot.path.resolve()
-    assert (out / "environments" / "train-gpu" / "conda.yml").is_file()
+    train_env = "train-gpu" if preset == "resnet" else "train-cpu"
+    assert (out / "environments" / train_env / "conda.yml").is_file()
 
 
 def test_overrides_are_type_checked_with_actionable_errors() -> None:
