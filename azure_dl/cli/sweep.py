@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from azure_dl.cli.submit import add_job_arguments, add_mode_arguments, allow_script_args
+from azure_dl.cli._job_args import add_job_arguments, add_mode_arguments, allow_script_args, job_options, report_staging
 from azure_dl.errors import SpecError
 
 if TYPE_CHECKING:
-    from azure_dl.cli.submit import Prepared, Target
     from azure_dl.spec import SearchParam, SweepSpec
+    from azure_dl.staging import Prepared, Target
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -236,15 +236,16 @@ def run_local_sweep(sweep: SweepSpec, prepared: Prepared, args: argparse.Namespa
 
 # -------------------------------------------------------------------------------------------------------- handler
 def handle(args: argparse.Namespace) -> int:
-    from azure_dl.cli.submit import prepare, report_staging, resolve_target
     from azure_dl.plan import plan_sweep, print_plan
     from azure_dl.render import render_sweep, write_yaml
+    from azure_dl.staging import prepare, resolve_target
 
-    target = resolve_target(args.target, args.code)
+    options = job_options(args)
+    target = resolve_target(options.target, options.code)
     space = search_space(args, target)
     make = sweep_factory(args, target, space)
     searched = frozenset(param.flag for param in space)
-    prepared = prepare(args, local=args.local, drop_flags=searched, also_validate=make)
+    prepared = prepare(options, local=args.local, drop_flags=searched, also_validate=make)
     sweep = make(prepared.spec)
     yaml_path = write_yaml(render_sweep(sweep, prepared.out), prepared.out / "sweep.yml")
     report_staging(prepared, yaml_path)

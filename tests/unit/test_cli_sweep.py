@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from azure_dl import catalog
+from azure_dl import catalog, staging
 from azure_dl.cli import submit
 from azure_dl.cli.main import main
 from azure_dl.cli.sweep import local_trials, read_metric, sample_value
@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(catalog.CATALOG_ENV_VAR, str(tmp_path / "none.toml"))
-    monkeypatch.setattr(submit, "git_commit", lambda folder: "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setattr(staging, "git_commit", lambda folder: "0123456789abcdef0123456789abcdef01234567")
 
 
 def dry_run(out: Path, *argv: str) -> str:
