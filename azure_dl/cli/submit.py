@@ -9,7 +9,6 @@ the plan; (4) the run. Heavy libraries (PyTorch, the Azure SDK) are imported onl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from azure_dl.cli._job_args import (
 )
 
 if TYPE_CHECKING:  # the handlers import these at run time, keeping `--help` light
-    from azure_dl.spec import JobSpec
+    pass
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -45,44 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=handle)
 
 
-# -------------------------------------------------------------------------------------------------------- running
-def tracking_uri(cwd: Path | None = None) -> str:
-    """The user's MLFLOW_TRACKING_URI made absolute (subprocesses run elsewhere), else sqlite:///<cwd>/mlflow.db."""
-    base = (cwd or Path.cwd()).resolve()
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        return f"sqlite:///{base / 'mlflow.db'}"
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return f"{prefix}{base / uri[len(prefix) :]}"
-    return uri
-
-
-def run_locally(
-    spec: JobSpec,
-    *,
-    cwd: Path,
-    output: Path,
-    nproc: int | None,
-    log_path: Path,
-    extra: Any = None,
-) -> Any:
-    """Run the job's command here with outputs bound under `output`; returns the process backend's result."""
-    from azure_dl.backends.local.process import run_command, torchrun_wrap
-    from azure_dl.render import local_command
-
-    bindings = {"model": output, "checkpoints": output / "checkpoints"}
-    argv = local_command(spec, bindings, search=extra)
-    if nproc and nproc > 1:
-        argv = torchrun_wrap(argv, nproc)
-    env = dict(os.environ)
-    env.update(spec.env_vars)
-    env["MLFLOW_TRACKING_URI"] = tracking_uri()
-    return run_command(argv, cwd=cwd, env=env, log_path=log_path, render=True)
-
-
 def report_done(result: Any, output: Path) -> None:
     """Where the results are (the script's own `done` line already showed the metrics)."""
+    from azure_dl.backends.local.tracking import tracking_uri
     from azure_dl.console import print_key_values
 
     done = getattr(result, "done", None) or {}
@@ -105,6 +69,8 @@ def handle(args: argparse.Namespace) -> int:
     yaml_path = write_yaml(render_job(spec, prepared.out), prepared.out / "job.yml")
     report_staging(prepared, yaml_path)
     if args.local:
+        from azure_dl.backends.local.jobs import run_locally
+
         result = run_locally(
             spec,
             cwd=prepared.snapshot.path,
