@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from azure_dl.errors import SpecError
+from azure_dl.flag_values import pairs_to_dict
 from azure_dl.git_info import git_commit
 
 if TYPE_CHECKING:  # imported where used, keeping `--help` light
@@ -85,15 +86,6 @@ def resolve_target(target: str, code: Path | None) -> Target:
     return Target(name=script.stem, code_source=folder, script=script.relative_to(folder).as_posix())
 
 
-def parse_pairs(pairs: Sequence[tuple[str, str]], what: str) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for key, value in pairs:
-        if key in result:
-            raise SpecError(f"{what} {key} is given twice")
-        result[key] = value
-    return result
-
-
 def _input(value: str, flag: str, default_kind: str) -> InputSpec:
     from azure_dl.spec import InputSpec, infer_input_kind
 
@@ -125,7 +117,7 @@ def build_spec(
     }
     profile = (preset.local_args if local else preset.cloud_args) if preset else ()
     tags = {"preset" if preset else "script": target.name if preset else str(target.script)}
-    tags |= parse_pairs(options.tag, "tag")
+    tags |= pairs_to_dict(options.tag, "tag")
     return JobSpec(
         display_name=target.name,
         experiment=options.experiment or (preset.experiment if preset else f"azure-dl-{_slug(target.name)}"),
@@ -141,7 +133,7 @@ def build_spec(
         instance_count=options.instance_count,
         # Locally, --nproc is torchrun's process count on this machine, not a property of the VM.
         process_count_per_instance=None if local else options.nproc,
-        env_vars=parse_pairs(options.env, "environment variable"),
+        env_vars=pairs_to_dict(options.env, "environment variable"),
         max_hours=options.max_hours if options.max_hours is not None else (preset.max_hours if preset else 2.0),
         low_priority=options.low_priority,
         tags=tags,
@@ -156,26 +148,38 @@ def default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
-def synthesize(preset: Preset, data_dir: Path) -> Path:
-    """Generate the preset's synthetic data into data_dir (images: a class-per-folder tree; text: a CSV)."""
+def synthesize(
+    preset: Preset,
+    data_dir: Path,
+    *,
+    text_file: str = "texts.csv",
+    data_flag: str = "--data",
+    data_usage: str = "--data URI_OR_PATH",
+) -> Path:
+    """Generate the preset's synthetic data into data_dir (images: a class-per-folder tree; text: data_dir/text_file).
+
+    The data is deterministic, so a re-run writes the same files (and a pipeline reuses its prepare step).
+    `data_flag` / `data_usage` name, in errors, how the user gives real data instead.
+    """
     try:
         from training_scripts import synth
     except ImportError as exc:
         raise SpecError(
-            "no --data given and the synthetic data generator (training_scripts/synth.py) is not available",
-            hint="pass --data URI_OR_PATH",
+            f"no {data_flag} given and the synthetic data generator (training_scripts/synth.py) is not available",
+            hint=f"pass {data_usage}",
         ) from exc
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         if preset.synth == "images":
             synth.synth_images(data_dir, overwrite=True, **preset.synth_options)
             return data_dir
-        path = data_dir / "texts.csv"
+        path = data_dir / text_file
         synth.synth_text(path, **preset.synth_options)  # replaces an existing file
         return path
     except (ValueError, FileExistsError) as exc:  # e.g. data_dir holds files synth did not write
         raise SpecError(
-            f"cannot write synthetic data into {data_dir}: {exc}", hint="choose a new --out folder, or pass --data"
+            f"cannot write synthetic data into {data_dir}: {exc}",
+            hint=f"choose a new --out folder, or pass {data_flag}",
         ) from exc
 
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from azure_dl.flag_values import key_value
+
 if TYPE_CHECKING:
     from azure_dl.staging import JobOptions, Prepared
 
@@ -34,13 +36,6 @@ def allow_script_args(parser: argparse.ArgumentParser, dest: str = "script_args"
 
     parser.parse_known_args = split_at_double_dash  # type: ignore[method-assign,assignment]
     parser.set_defaults(**{dest: []})
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return key.strip(), value
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,13 +82,13 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument(
         "--env",
         action="append",
-        type=_key_value,
+        type=key_value,
         default=[],
         metavar="NAME=VALUE",
         help="environment variable for the job (repeatable; never secrets)",
     )
     job.add_argument(
-        "--tag", action="append", type=_key_value, default=[], metavar="KEY=VALUE", help="job tag (repeatable)"
+        "--tag", action="append", type=key_value, default=[], metavar="KEY=VALUE", help="job tag (repeatable)"
     )
     job.add_argument("--experiment", metavar="NAME", help="experiment name (default: azure-dl-<preset or script>)")
     job.add_argument(
