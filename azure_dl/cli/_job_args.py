@@ -113,28 +113,15 @@ def add_mode_arguments(parser: argparse.ArgumentParser, yaml_name: str) -> None:
 
 
 def job_options(args: argparse.Namespace) -> JobOptions:
-    """The staging options that the flags of add_job_arguments (and the `--` script flags) give."""
+    """The staging options that the flags of add_job_arguments (and the `--` script flags) give.
+
+    Each JobOptions field is named after the flag's argparse dest, so the two cannot drift apart silently.
+    """
+    import dataclasses
+
     from azure_dl.staging import JobOptions
 
-    return JobOptions(
-        target=args.target,
-        code=args.code,
-        data=args.data,
-        val_data=args.val_data,
-        test_data=args.test_data,
-        compute=args.compute,
-        vm_size=args.vm_size,
-        instance_count=args.instance_count,
-        nproc=args.nproc,
-        environment=args.environment,
-        max_hours=args.max_hours,
-        low_priority=args.low_priority,
-        env=tuple(args.env),
-        tag=tuple(args.tag),
-        experiment=args.experiment,
-        out=args.out,
-        script_args=tuple(args.script_args),
-    )
+    return JobOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(JobOptions)})
 
 
 def report_staging(prepared: Prepared, yaml_path: Path) -> None:
