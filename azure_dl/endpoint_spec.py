@@ -315,13 +315,3 @@ def check_split(traffic: Mapping[str, int] | None, mirror: Mapping[str, int] | N
                 raise SpecError(f"--mirror {name}={percent}: Azure ML mirrors at most {MAX_MIRROR_PERCENT}% of traffic")
             if traffic is not None and traffic.get(name, 0) > 0:
                 validate_mirror(mirror, traffic, traffic)
-
-
-def check_env_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """NAME=VALUE pairs as a dict; a name given twice is an error."""
-    result: dict[str, str] = {}
-    for name, value in pairs:
-        if name in result:
-            raise SpecError(f"environment variable {name} is given twice")
-        result[name] = value
-    return result

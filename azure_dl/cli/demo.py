@@ -127,6 +127,7 @@ def _serve_and_score(task: str, model_ref: str, holdout: Path, log: Path) -> str
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from azure_dl.backends.local.tracking import sqlite_store
     from azure_dl.console import print_key_values
     from azure_dl.errors import AzureDLError
 
@@ -138,7 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    store = f"sqlite:///{out / 'mlflow.db'}"
+    store = sqlite_store(out)
     # The demo's runs and registered models go to its own store, whatever the user's environment says.
     os.environ["MLFLOW_TRACKING_URI"] = store
     os.environ["MLFLOW_REGISTRY_URI"] = store

@@ -19,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from azure_dl.cli._shared import add_gate_arguments
 from azure_dl.errors import ConfigError, SpecError
+from azure_dl.flag_values import key_value, pairs_to_dict
 from azure_dl.workspace import add_workspace_arguments
 from training_scripts.model_folder import LABELS_FILE, ONNX_FILE, PREPROCESS_FILE
 
@@ -27,16 +29,7 @@ TASK_CHOICES = {"image": "image-classification", "text": "text-classification"}
 DEFAULT_MAX_BATCH = 64  # endpoint_spec.DEFAULT_MAX_BATCH, repeated so that --help imports nothing more
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return key.strip(), value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from azure_dl.cli.register import add_gate_arguments
-
     parser = subparsers.add_parser(
         "deploy",
         help="deploy a model to a managed online endpoint (blue/green, smoke-tested) or render it (--dry-run)",
@@ -105,7 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serving.add_argument(
         "--env",
         action="append",
-        type=_key_value,
+        type=key_value,
         default=[],
         metavar="NAME=VALUE",
         help="environment variable of the scoring container (repeatable; never secrets)",
@@ -155,7 +148,6 @@ def folder_facts(folder: Path) -> tuple[str, dict[str, Any], list[str] | None]:
 
 
 def choose_model(args: argparse.Namespace) -> ModelChoice:
-    from azure_dl.cli.register import min_metrics_of
     from azure_dl.endpoint_spec import ModelRef, parse_model_ref
     from azure_dl.model_registration import check_registration_gate
 
@@ -163,7 +155,7 @@ def choose_model(args: argparse.Namespace) -> ModelChoice:
     if folder.is_dir():
         if not (folder / ONNX_FILE).is_file():
             raise SpecError(f"{folder} has no {ONNX_FILE}", hint="pass a training output folder or NAME[:VERSION]")
-        check_registration_gate(folder, min_metrics_of(args.min_metric))
+        check_registration_gate(folder, pairs_to_dict(args.min_metric, "--min-metric"))
         task, preprocess, labels = folder_facts(folder)
         return ModelChoice(ModelRef(args.model_name or args.endpoint), folder, task, preprocess, labels)
     if "/" in args.model or args.model.startswith("."):
@@ -206,7 +198,6 @@ def stage(args: argparse.Namespace, choice: ModelChoice, deployment_name: str, a
         MAX_BATCH_ENV,
         DeploymentSpec,
         EndpointSpec,
-        check_env_pairs,
     )
     from azure_dl.environments import environment_spec
     from azure_dl.render_endpoint import write_deployment_yaml, write_endpoint_yaml
@@ -227,7 +218,7 @@ def stage(args: argparse.Namespace, choice: ModelChoice, deployment_name: str, a
         instance_count=args.instance_count,
         request_timeout_ms=args.request_timeout_ms,
         max_concurrent_requests=args.max_concurrent,
-        env_vars={MAX_BATCH_ENV: str(args.max_batch), **check_env_pairs(args.env)},
+        env_vars={MAX_BATCH_ENV: str(args.max_batch), **pairs_to_dict(args.env, "environment variable")},
         tags={"azure_dl.snapshot_sha256": snapshot.sha256},
         description=f"{task} model {choice.ref.asset.removeprefix('azureml:')}",
     )
@@ -380,13 +371,12 @@ def handle(args: argparse.Namespace) -> int:
         return 1
     if choice.folder is not None:
         from azure_dl.backends.azureml.models import register_model
-        from azure_dl.cli.register import min_metrics_of
 
         registered = register_model(
             ml_client,
             choice.folder,
             choice.ref.name,
-            min_metrics=min_metrics_of(args.min_metric),
+            min_metrics=pairs_to_dict(args.min_metric, "--min-metric"),
             source=str(choice.folder.resolve()),
         )
         note(f"model {registered.ref}: {'reused (identical content)' if registered.reused else 'registered'}")

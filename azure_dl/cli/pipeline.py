@@ -87,19 +87,15 @@ def _synthetic_data(spec: PipelineSpec, out: Path) -> Path:
     """The preset's synthetic dataset under OUT/data (deterministic, so re-runs reuse the prepare step)."""
     from azure_dl.errors import SpecError
     from azure_dl.presets import PRESETS
-    from training_scripts import synth
+    from azure_dl.staging import synthesize
 
     preset = PRESETS.get(spec.name)
     if preset is None:
         raise SpecError(f"pipeline {spec.name!r} has no value for 'data'", hint="pass --input data=PATH_OR_URI")
-    folder = out / "data"
-    if preset.synth == "images":
-        synth.synth_images(folder, overwrite=True, **preset.synth_options)
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "reviews.csv"
-    synth.synth_text(path, **preset.synth_options)
-    return path
+    # reviews.csv: the pipeline's own name for the text table (pipelines/*.yml and the goldens show data/reviews.csv)
+    return synthesize(
+        preset, out / "data", text_file="reviews.csv", data_flag="--input data", data_usage="--input data=PATH_OR_URI"
+    )
 
 
 def build(args: argparse.Namespace) -> tuple[PipelineSpec, Path, list[str]]:

@@ -14,46 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from azure_dl.cli._shared import add_gate_arguments
 from azure_dl.errors import SpecError
 from azure_dl.workspace import add_workspace_arguments
-
-
-def parse_min_metric(text: str) -> tuple[str, float]:
-    """'macro_f1=0.8' -> ('macro_f1', 0.8), for the higher-is-better gate metrics only."""
-    from training_scripts.model_folder import GATE_METRICS
-
-    name, sep, value = text.partition("=")
-    name = name.strip()
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. macro_f1=0.8), got {text!r}")
-    if name not in GATE_METRICS:
-        raise argparse.ArgumentTypeError(f"{name!r} is not one of the gate metrics {', '.join(GATE_METRICS)}")
-    try:
-        threshold = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--min-metric {name}: {value!r} is not a number") from None
-    return name, threshold
-
-
-def min_metrics_of(pairs: list[tuple[str, float]]) -> dict[str, float]:
-    result: dict[str, float] = {}
-    for name, value in pairs:
-        if name in result:
-            raise SpecError(f"--min-metric {name} is given twice")
-        result[name] = value
-    return result
-
-
-def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--min-metric",
-        action="append",
-        type=parse_min_metric,
-        default=[],
-        metavar="NAME=VALUE",
-        help="refuse the model unless its test NAME is at least VALUE, e.g. macro_f1=0.8 (repeatable; "
-        "default: only the parity check)",
-    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -153,11 +116,12 @@ def _register_local(args: argparse.Namespace, folder: Path, min_metrics: dict[st
 def handle(args: argparse.Namespace) -> int:
     from azure_dl.console import note, print_key_values
     from azure_dl.endpoint_spec import ModelRef
+    from azure_dl.flag_values import pairs_to_dict
     from azure_dl.model_source import fetch, parse_source
 
     ModelRef(args.name)
     source = parse_source(args.source, job=args.job, sweep=args.sweep)
-    min_metrics = min_metrics_of(args.min_metric)
+    min_metrics = pairs_to_dict(args.min_metric, "--min-metric")
     quantize = quantizer_for(args)
     if source.kind == "folder":
         from azure_dl.model_registration import check_registration_gate

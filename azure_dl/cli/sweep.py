@@ -9,20 +9,14 @@ with a seed (Bayesian falls back to random) and the best trial is read from each
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
-import math
-import random
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from azure_dl.cli.submit import add_job_arguments, add_mode_arguments, allow_script_args
+from azure_dl.cli._job_args import add_job_arguments, add_mode_arguments, allow_script_args, job_options, report_staging
 from azure_dl.errors import SpecError
 
 if TYPE_CHECKING:
-    from azure_dl.cli.submit import Prepared, Target
     from azure_dl.spec import SearchParam, SweepSpec
+    from azure_dl.staging import Target
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -118,138 +112,25 @@ def sweep_factory(args: argparse.Namespace, target: Target, space: tuple[SearchP
     return make
 
 
-# -------------------------------------------------------------------------------------------------- local trials
-def sample_value(param: SearchParam, rng: random.Random) -> Any:
-    """One draw from `param`, as Azure ML defines each distribution (log-scale ones via the natural log)."""
-    kind = param.kind
-    if kind == "choice":
-        return rng.choice(param.values)
-    if kind == "randint":
-        return rng.randrange(int(param.upper or 1))
-    if kind in ("normal", "lognormal", "qnormal", "qlognormal"):
-        value = rng.gauss(float(param.mu or 0.0), float(param.sigma or 1.0))
-        value = math.exp(value) if "log" in kind else value
-    else:
-        low, high = float(param.low or 0.0), float(param.high or 0.0)
-        value = math.exp(rng.uniform(math.log(low), math.log(high))) if "log" in kind else rng.uniform(low, high)
-    if kind.startswith("q"):
-        step = float(param.q or 1.0)
-        value = round(value / step) * step
-        return int(value) if step.is_integer() else value
-    return value
-
-
-def local_trials(sweep: SweepSpec, seed: int) -> list[dict[SearchParam, Any]]:
-    """The hyperparameters of each trial: every grid combination (up to max trials) or seeded random draws."""
-    params = sweep.search_space
-    if sweep.sampling == "grid":
-        combos = itertools.product(*(param.values for param in params))
-        return [dict(zip(params, combo)) for combo in itertools.islice(combos, sweep.max_total_trials)]
-    rng = random.Random(seed)
-    return [{param: sample_value(param, rng) for param in params} for _ in range(sweep.max_total_trials)]
-
-
-def read_metric(metrics_path: Path, name: str) -> float | None:
-    """`name` from a training output's metrics.json: val_X -> validation.X, test_X -> test.X, else top level."""
-    if not metrics_path.is_file():
-        return None
-    data = json.loads(metrics_path.read_text(encoding="utf-8"))
-    candidates: list[Any] = [data.get(name)]
-    for prefix, section in (("val_", "validation"), ("test_", "test")):
-        if name.startswith(prefix) and isinstance(data.get(section), dict):
-            candidates.append(data[section].get(name[len(prefix) :]))
-    if isinstance(data.get("validation"), dict):
-        candidates.append(data["validation"].get(name))
-    for value in candidates:
-        if isinstance(value, int | float) and math.isfinite(value):
-            return float(value)
-    return None
-
-
-def run_local_sweep(sweep: SweepSpec, prepared: Prepared, args: argparse.Namespace) -> int:
-    from azure_dl.cli.submit import run_locally
-    from azure_dl.console import note, print_table
-
-    if sweep.sampling == "bayesian":
-        note("note: Bayesian sampling needs Azure ML's service; --local samples at random instead")
-    if sweep.early_termination.policy != "none":
-        note(f"note: --local runs every trial to the end ({sweep.early_termination.policy} applies in Azure ML)")
-    seed = args.seed if args.seed is not None else 0
-    trials = local_trials(sweep, seed)
-    results: list[dict[str, Any]] = []
-    stopped_code = 0
-    for index, values in enumerate(trials):
-        output = prepared.out / "trials" / f"trial-{index:03d}"
-        output.mkdir(parents=True, exist_ok=True)
-        shown = ", ".join(f"{param.name}={value}" for param, value in values.items())
-        note(f"trial {index + 1}/{len(trials)}: {shown}")
-        result = run_locally(
-            sweep.trial,
-            cwd=prepared.snapshot.path,
-            output=output,
-            nproc=args.nproc,
-            log_path=output / "train.log",
-            extra=values,
-        )
-        code = int(getattr(result, "returncode", 1))
-        interrupted = bool(getattr(result, "interrupted", False))
-        metric = read_metric(output / "metrics.json", sweep.primary_metric) if code == 0 else None
-        status = "ok" if code == 0 and metric is not None else (f"exit {code}" if code else "no metric")
-        results.append(
-            {
-                "trial": index,
-                "params": {param.name: value for param, value in values.items()},
-                "metric": metric,
-                "status": "interrupted" if interrupted else status,
-                "output": str(output),
-            }
-        )
-        if interrupted:  # Ctrl-C or SIGTERM: stop the sweep, not just this trial
-            note(f"interrupted: {len(trials) - index - 1} trial(s) not run; results so far below")
-            stopped_code = code or 130
-            break
-    scored = [row for row in results if row["metric"] is not None]
-    best = (max if sweep.goal == "maximize" else min)(scored, key=lambda row: row["metric"]) if scored else None
-    summary = {"primary_metric": sweep.primary_metric, "goal": sweep.goal, "best": best, "trials": results}
-    (prepared.out / "sweep_results.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    names = [param.name for param in sweep.search_space]
-    rows = [
-        [
-            ("* " if row is best else "") + str(row["trial"]),
-            *(str(row["params"][name]) for name in names),
-            f"{row['metric']:.4f}" if row["metric"] is not None else "-",
-            row["status"],
-        ]
-        for row in results
-    ]
-    print_table(
-        f"Local sweep ({sweep.goal} {sweep.primary_metric})", ["trial", *names, sweep.primary_metric, "status"], rows
-    )
-    if best is None:
-        print(f"error: no trial produced {sweep.primary_metric} (logs: {prepared.out / 'trials'})", file=sys.stderr)
-        return stopped_code or 1
-    print(
-        f"best: trial {best['trial']} {sweep.primary_metric}={best['metric']:.4f} {best['params']} -> {best['output']}"
-    )
-    return stopped_code
-
-
 # -------------------------------------------------------------------------------------------------------- handler
 def handle(args: argparse.Namespace) -> int:
-    from azure_dl.cli.submit import prepare, report_staging, resolve_target
     from azure_dl.plan import plan_sweep, print_plan
     from azure_dl.render import render_sweep, write_yaml
+    from azure_dl.staging import prepare, resolve_target
 
-    target = resolve_target(args.target, args.code)
+    options = job_options(args)
+    target = resolve_target(options.target, options.code)
     space = search_space(args, target)
     make = sweep_factory(args, target, space)
     searched = frozenset(param.flag for param in space)
-    prepared = prepare(args, local=args.local, drop_flags=searched, also_validate=make)
+    prepared = prepare(options, local=args.local, drop_flags=searched, also_validate=make)
     sweep = make(prepared.spec)
     yaml_path = write_yaml(render_sweep(sweep, prepared.out), prepared.out / "sweep.yml")
     report_staging(prepared, yaml_path)
     if args.local:
-        return run_local_sweep(sweep, prepared, args)
+        from azure_dl.backends.local.sweep import run_local_sweep
+
+        return run_local_sweep(sweep, out=prepared.out, code_dir=prepared.snapshot.path, nproc=args.nproc)
     print_plan(plan_sweep(sweep))
     if args.dry_run:
         print(

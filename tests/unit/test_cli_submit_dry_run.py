@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from azure_dl import catalog
-from azure_dl.cli import submit
+from azure_dl import catalog, staging
 from azure_dl.cli.main import main
 from tests.golden_utils import assert_golden, normalise
 
@@ -20,7 +19,7 @@ from tests.golden_utils import assert_golden, normalise
 def packaged_catalog_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(catalog.CATALOG_ENV_VAR, str(tmp_path / "none.toml"))
     # The same golden files with or without a git checkout (e.g. a source tarball in CI).
-    monkeypatch.setattr(submit, "git_commit", lambda folder: "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setattr(staging, "git_commit", lambda folder: "0123456789abcdef0123456789abcdef01234567")
 
 
 def image_folder(root: Path) -> Path:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from azure_dl import catalog
-from azure_dl.cli import submit
+from azure_dl import catalog, staging
+from azure_dl.backends.local import jobs as local_jobs
+from azure_dl.backends.local.sweep import local_trials, read_metric, sample_value
 from azure_dl.cli.main import main
-from azure_dl.cli.sweep import local_trials, read_metric, sample_value
 from azure_dl.spec import SearchParam
 from tests.golden_utils import assert_golden, normalise
 
@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(catalog.CATALOG_ENV_VAR, str(tmp_path / "none.toml"))
-    monkeypatch.setattr(submit, "git_commit", lambda folder: "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setattr(staging, "git_commit", lambda folder: "0123456789abcdef0123456789abcdef01234567")
 
 
 def dry_run(out: Path, *argv: str) -> str:
@@ -258,7 +258,7 @@ def test_an_interrupted_trial_stops_the_local_sweep(
         calls.append(output)
         return SimpleNamespace(returncode=130, interrupted=True)
 
-    monkeypatch.setattr(submit, "run_locally", interrupted_run)
+    monkeypatch.setattr(local_jobs, "run_locally", interrupted_run)
     out = tmp_path / "sweep"
     data = tiny_image_folder(tmp_path / "images")
     argv = ["sweep", "resnet", "--local", "--out", str(out), "--data", str(data), "--max-trials", "3"]

@@ -137,3 +137,44 @@ def test_the_azure_backend_does_not_reach_into_the_local_one() -> None:
     for path in sorted((REPO / "azure_dl" / "backends" / "azureml").rglob("*.py")):
         local = sorted(name for name in _package_imports(path) if name.startswith("azure_dl.backends.local"))
         assert not local, f"{path.relative_to(REPO)} imports {local}"
+
+
+CLI = "azure_dl.cli"
+# `python -m azure_dl` is the CLI's entry point; nothing else outside cli/ may need it.
+CLI_ENTRY_POINTS = {"azure_dl.__main__"}
+# A verb module may import the shared helpers (cli/_*.py) and nothing else of cli/. The one exception: the demo
+# runs its stages through `cli.main.main`, because each stage is exactly the command a user would type.
+VERB_IMPORTS_ALLOWED = {"azure_dl.cli.demo": {"azure_dl.cli.main"}}
+
+
+def _cli_imports(path: Path) -> set[str]:
+    return {name for name in _package_imports(path) if name.startswith(f"{CLI}.")}
+
+
+def test_library_code_does_not_import_the_cli() -> None:
+    offenders = {
+        _module_name(path): sorted(_cli_imports(path))
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        if not _module_name(path).startswith(f"{CLI}.") and _module_name(path) not in CLI_ENTRY_POINTS
+    }
+    offenders = {module: names for module, names in offenders.items() if names}
+    assert not offenders, f"library modules importing cli/ (move what they need out of cli/): {offenders}"
+    assert _cli_imports(REPO / "azure_dl" / "__main__.py") == {"azure_dl.cli.main"}  # the walk sees cli imports
+
+
+def test_verb_modules_import_only_the_shared_cli_helpers() -> None:
+    cli_dir = REPO / "azure_dl" / "cli"
+    offenders: dict[str, list[str]] = {}
+    for path in sorted(cli_dir.glob("*.py")):
+        module = _module_name(path)
+        if path.stem == "main" or path.stem.startswith("_"):
+            continue  # main imports every verb (by name, at run time); helpers are imported, not importers
+        allowed = VERB_IMPORTS_ALLOWED.get(module, set())
+        other = sorted(
+            name for name in _cli_imports(path) if not name.split(".")[2].startswith("_") and name not in allowed
+        )
+        if other:
+            offenders[module] = other
+    assert not offenders, f"verb modules importing other verbs (move the shared code to a library module): {offenders}"
+    assert "azure_dl.cli._job_args" in _cli_imports(cli_dir / "sweep.py")  # the walk sees cli-to-cli imports

@@ -327,7 +327,7 @@ def run_pipeline(
     `code_dir` is the working directory of every step (the staged snapshot) and `code_hash` its content hash.
     `reuse=False` runs every step (and refreshes its cache entry). `announce` receives one line per step.
     """
-    from azure_dl.backends.local.registry import default_tracking_uri
+    from azure_dl.backends.local.tracking import tracking_uri as default_tracking_uri
 
     if executor is None:
         from azure_dl.backends.local.process import run_command

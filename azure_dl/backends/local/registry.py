@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from azure_dl.backends.local.tracking import tracking_uri as default_tracking_uri
 from azure_dl.errors import AzureDLError
 from azure_dl.model_registration import (
     CONTENT_HASH_TAG,
@@ -47,18 +48,6 @@ class RegisteredModel:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
-
-
-def default_tracking_uri() -> str:
-    """The CLI's store: MLFLOW_TRACKING_URI (a relative SQLite path made absolute, since subprocesses run in
-    other folders), else a SQLite file where the user runs the CLI."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return f"{prefix}{Path.cwd().resolve() / uri[len(prefix) :]}"
-    return uri
 
 
 def _onnx_signature(model: Any) -> Any:

@@ -1,0 +1,235 @@
+"""Staging a command job: what it runs (a preset or a script), its validated JobSpec, and the files under --out
+(snapshot, environment files, synthetic data when no data is given). Shared by submit and sweep; no network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from azure_dl.errors import SpecError
+from azure_dl.flag_values import pairs_to_dict
+from azure_dl.git_info import git_commit
+
+if TYPE_CHECKING:  # imported where used, keeping `--help` light
+    from azure_dl.presets import Preset
+    from azure_dl.snapshot import Snapshot
+    from azure_dl.spec import InputSpec, JobSpec
+
+DATA_FLAGS = (("data", "--data"), ("val_data", "--val-data"), ("test_data", "--test-data"))
+OUTPUT_FLAGS = (("model", "--output"), ("checkpoints", "--checkpoint-dir"))
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the user asked for, as the submit/sweep flags give it; None means "the preset's (or the) default"."""
+
+    target: str
+    code: Path | None = None
+    data: str | None = None
+    val_data: str | None = None
+    test_data: str | None = None
+    compute: str | None = None
+    vm_size: str | None = None
+    instance_count: int = 1
+    nproc: int | None = None
+    environment: str | None = None
+    max_hours: float | None = None
+    low_priority: bool = False
+    env: Sequence[tuple[str, str]] = ()
+    tag: Sequence[tuple[str, str]] = ()
+    experiment: str | None = None
+    out: Path | None = None
+    script_args: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a job runs: a preset's module in training_scripts/, or a user's script in its code folder."""
+
+    name: str
+    code_source: Path
+    preset: Preset | None = None
+    module: str | None = None
+    script: str | None = None
+
+
+def resolve_target(target: str, code: Path | None) -> Target:
+    from azure_dl.presets import PRESETS
+    from azure_dl.snapshot import package_dir
+
+    if not target.strip():
+        raise SpecError(
+            "empty command: nothing to run", hint=f"give a preset ({', '.join(sorted(PRESETS))}) or a script path"
+        )
+    if target in PRESETS:
+        if code is not None:
+            raise SpecError(f"--code is for your own script; the {target} preset ships its code (training_scripts/)")
+        preset = PRESETS[target]
+        return Target(name=target, code_source=package_dir("training_scripts"), preset=preset, module=preset.module)
+    script = Path(target).expanduser()
+    if script.suffix != ".py" and not script.exists():
+        raise SpecError(
+            f"{target!r} is neither a preset nor a script",
+            hint=f"use one of {', '.join(sorted(PRESETS))}, or the path of a Python script (train.py)",
+        )
+    if not script.is_file():
+        raise SpecError(f"script {target!r} not found", hint="give the path of an existing .py file")
+    folder = (code or script.parent).expanduser().resolve()
+    script = script.resolve()
+    if folder not in script.parents:
+        raise SpecError(f"script {target} is not inside the code folder {folder}", hint="pass --code DIR that holds it")
+    return Target(name=script.stem, code_source=folder, script=script.relative_to(folder).as_posix())
+
+
+def _input(value: str, flag: str, default_kind: str) -> InputSpec:
+    from azure_dl.spec import InputSpec, infer_input_kind
+
+    return InputSpec(value, flag, kind=infer_input_kind(value, default_kind))
+
+
+def build_spec(
+    options: JobOptions, target: Target, *, local: bool, drop_flags: frozenset[str] = frozenset()
+) -> JobSpec:
+    """The job as the options describe it, validated; code is still the source folder (staging comes later).
+
+    `drop_flags` are removed from the preset's profile (a sweep searches them instead).
+    """
+    from azure_dl.catalog import get_vm_size
+    from azure_dl.environments import default_environment, environment_spec
+    from azure_dl.presets import DEFAULT_GPU_VM_SIZE, merge_flags, without_flags
+    from azure_dl.spec import JobSpec, OutputSpec
+
+    preset = target.preset
+    vm = get_vm_size(options.vm_size or (preset.default_vm_size if preset else DEFAULT_GPU_VM_SIZE))
+    compute: str | None = options.compute or vm.compute_name
+    if compute == "serverless":
+        compute = None
+    default_kind = preset.data_kind if preset else "uri_folder"
+    inputs = {
+        name: _input(getattr(options, name), flag, default_kind)
+        for name, flag in DATA_FLAGS
+        if getattr(options, name) is not None
+    }
+    profile = (preset.local_args if local else preset.cloud_args) if preset else ()
+    tags = {"preset" if preset else "script": target.name if preset else str(target.script)}
+    tags |= pairs_to_dict(options.tag, "tag")
+    return JobSpec(
+        display_name=target.name,
+        experiment=options.experiment or (preset.experiment if preset else f"azure-dl-{_slug(target.name)}"),
+        code=target.code_source,
+        module=target.module,
+        script=target.script,
+        args=merge_flags(without_flags(profile, drop_flags), list(options.script_args)),
+        inputs=inputs,
+        outputs={name: OutputSpec(flag) for name, flag in OUTPUT_FLAGS},
+        environment=environment_spec(options.environment or default_environment(vm.is_gpu)),
+        vm_size=vm.name,
+        compute=compute,
+        instance_count=options.instance_count,
+        # Locally, --nproc is torchrun's process count on this machine, not a property of the VM.
+        process_count_per_instance=None if local else options.nproc,
+        env_vars=pairs_to_dict(options.env, "environment variable"),
+        max_hours=options.max_hours if options.max_hours is not None else (preset.max_hours if preset else 2.0),
+        low_priority=options.low_priority,
+        tags=tags,
+    )
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-_.") or "script"
+
+
+def default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+def synthesize(
+    preset: Preset,
+    data_dir: Path,
+    *,
+    text_file: str = "texts.csv",
+    data_flag: str = "--data",
+    data_usage: str = "--data URI_OR_PATH",
+) -> Path:
+    """Generate the preset's synthetic data into data_dir (images: a class-per-folder tree; text: data_dir/text_file).
+
+    The data is deterministic, so a re-run writes the same files (and a pipeline reuses its prepare step).
+    `data_flag` / `data_usage` name, in errors, how the user gives real data instead.
+    """
+    try:
+        from training_scripts import synth
+    except ImportError as exc:
+        raise SpecError(
+            f"no {data_flag} given and the synthetic data generator (training_scripts/synth.py) is not available",
+            hint=f"pass {data_usage}",
+        ) from exc
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if preset.synth == "images":
+            synth.synth_images(data_dir, overwrite=True, **preset.synth_options)
+            return data_dir
+        path = data_dir / text_file
+        synth.synth_text(path, **preset.synth_options)  # replaces an existing file
+        return path
+    except (ValueError, FileExistsError) as exc:  # e.g. data_dir holds files synth did not write
+        raise SpecError(
+            f"cannot write synthetic data into {data_dir}: {exc}",
+            hint=f"choose a new --out folder, or pass {data_flag}",
+        ) from exc
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated job staged under `out`: its spec points at the snapshot; `notes` are for the user."""
+
+    spec: JobSpec
+    snapshot: Snapshot
+    out: Path
+    notes: tuple[str, ...]
+
+
+def prepare(
+    options: JobOptions,
+    *,
+    local: bool,
+    drop_flags: frozenset[str] = frozenset(),
+    also_validate: Callable[[JobSpec], object] | None = None,
+) -> Prepared:
+    """Validate, then stage under --out: snapshot, environment files, synthetic data when needed. No network.
+
+    `also_validate` checks what wraps the job (a sweep) with the draft spec, so it too fails before any I/O.
+    """
+    from azure_dl.environments import environment_spec
+    from azure_dl.snapshot import stage_snapshot
+
+    target = resolve_target(options.target, options.code)
+    draft = build_spec(options, target, local=local, drop_flags=drop_flags)
+    if also_validate is not None:
+        also_validate(draft)
+    out = (options.out or default_out(target.name)).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    inputs = dict(draft.inputs)
+    if "data" not in inputs:
+        if target.preset is None:
+            notes.append("no --data given: the script gets no --data flag")
+        else:
+            data = synthesize(target.preset, out / "data")
+            inputs["data"] = _input(str(data), "--data", target.preset.data_kind)
+            notes.append(f"no --data given: synthetic {target.preset.synth} in {data} (pass --data for real data)")
+    snapshot = stage_snapshot(target.code_source, out / "snapshot")
+    environment = draft.environment
+    if not environment.is_registered:
+        environment = environment_spec(environment.name, copy_to=out / "environments")
+    tags = dict(draft.tags)
+    tags["snapshot_sha256"] = snapshot.sha256
+    commit = git_commit(target.code_source)
+    if commit:
+        tags["git_commit"] = commit
+    spec = dataclasses.replace(draft, code=snapshot.path, inputs=inputs, environment=environment, tags=tags)
+    return Prepared(spec=spec, snapshot=snapshot, out=out, notes=(*notes, *snapshot.notes))
