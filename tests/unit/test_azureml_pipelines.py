@@ -127,5 +127,9 @@ def test_cli_dry_run_writes_and_plans_without_a_client(
     args = parser.parse_args(["pipeline", "lstm", "--dry-run", "--out", str(tmp_path / "dry")])
     assert args.handler(args) == 0
     out = capsys.readouterr().out
-    assert "Standard_D4s_v3" in out and "Standard_NC4as_T4_v3" not in out and "dry run: nothing was created or billed" in out
+    assert (
+        "Standard_D4s_v3" in out
+        and "Standard_NC4as_T4_v3" not in out
+        and "dry run: nothing was created or billed" in out
+    )
     assert load_pipeline_yaml(tmp_path / "dry" / "pipeline.yml").inputs["data"].path == "data/reviews.csv"
