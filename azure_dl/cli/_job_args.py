@@ -52,6 +52,34 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--val-data", metavar="URI_OR_PATH", help="validation data (default: split from --data)")
     job.add_argument("--test-data", metavar="URI_OR_PATH", help="test data (default: split from --data)")
     job.add_argument(
+        "--glove",
+        metavar="PATH_OR_URI",
+        help="lstm: GloVe vectors as a job input (.txt, .gz or ARCHIVE.zip:MEMBER, e.g. glove.6B.zip:glove.6B.300d.txt;"
+        " a local file is uploaded)",
+    )
+    job.add_argument(
+        "--pretrained",
+        metavar="PATH_OR_URI",
+        help="resnet: initial weights as a job input (a .pth file or URI; uploaded when local), "
+        "`default` (torchvision's ImageNet weights) or `none` (from scratch)",
+    )
+    job.add_argument(
+        "--input",
+        dest="job_inputs",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="NAME=PATH_OR_URI[:uri_file|uri_folder]",
+        help="another job input, given to your script's flags as ${{inputs.NAME}} (repeatable; a local path is "
+        "uploaded): --input vocab=vocab.txt -- --vocab '${{inputs.vocab}}'",
+    )
+    job.add_argument(
+        "--profile",
+        choices=("scenario", "local"),
+        help="a preset's settings: scenario (the default with --data) or local (a small model for a laptop CPU; "
+        "the default on the synthetic demo data)",
+    )
+    job.add_argument(
         "--compute",
         metavar="NAME",
         help="AmlCompute cluster name (default: one per VM size, e.g. "

@@ -258,7 +258,7 @@ def test_local_runs_the_rendered_command_from_the_snapshot(
         str(out / "checkpoints"),
     ]
     assert call["argv"].count("--epochs") == 1 and call["argv"][-2:] == ["--epochs", "1"]
-    assert "--image-size" in call["argv"]  # the preset's local profile
+    assert "--image-size" in call["argv"]  # the preset's scenario profile (--data is given)
     assert call["env"]["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert call["env"]["OMP_NUM_THREADS"] == "1"
     assert "MLflow run" in capsys.readouterr().out
