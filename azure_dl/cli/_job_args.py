@@ -135,9 +135,22 @@ def add_mode_arguments(parser: argparse.ArgumentParser, yaml_name: str) -> None:
         help=f"validate, write DIR/{yaml_name} and the snapshot, print the plan, and stop (no credential, no network)",
     )
     mode.add_argument("--local", action="store_true", help="run the same command on this machine")
+    parser.add_argument(
+        "--region",
+        default=None,
+        metavar="REGION",
+        help="the region whose list prices the plan uses (default: eastus; e.g. westeurope)",
+    )
     azure = parser.add_argument_group("Azure ML submission")
     azure.add_argument("--stream", action="store_true", help="follow the job's logs until it ends")
     azure.add_argument("--ensure-compute", action="store_true", help="create or grow the cluster first (quota checked)")
+
+
+def plan_region(args: argparse.Namespace) -> str:
+    """The --region the plan prices in, checked before anything is staged."""
+    from azure_dl.catalog import DEFAULT_REGION, check_region
+
+    return check_region(args.region or DEFAULT_REGION)
 
 
 def job_options(args: argparse.Namespace) -> JobOptions:

@@ -42,7 +42,7 @@ def loads(out: Path) -> Any:
     return job
 
 
-def test_glove_file_becomes_an_uploaded_uri_file_input(tmp_path: Path) -> None:
+def test_glove_file_becomes_an_uploaded_uri_file_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     glove = tmp_path / "glove.6B.300d.txt"
     glove.write_text("film 0.1 0.2\n", encoding="utf-8")
     out = tmp_path / "out"
@@ -59,6 +59,16 @@ def test_glove_file_becomes_an_uploaded_uri_file_input(tmp_path: Path) -> None:
     assert document["inputs"]["glove"] == {"type": "uri_file", "path": str(glove), "mode": "ro_mount"}
     assert "--glove ${{inputs.glove}}" in document["command"]
     assert loads(out).inputs["glove"].type == "uri_file"
+    uploads = next(line for line in capsys.readouterr().out.splitlines() if "uploads" in line)
+    assert "glove 13 B" in uploads and "data " in uploads and "total" in uploads
+
+
+def test_an_unpriced_region_fails_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    argv = ["submit", "lstm", "--data", "azureml:reviews:1", "--region", "eastuss", "--dry-run", "--out", str(out)]
+    assert main(argv) == 2
+    assert "no list prices for region 'eastuss'; did you mean eastus" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_glove_in_a_zip_keeps_its_member_for_the_script(tmp_path: Path) -> None:
