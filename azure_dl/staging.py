@@ -92,6 +92,7 @@ def resolve_target(target: str, code: Path | None) -> Target:
 
 PROFILES = ("scenario", "local")
 INPUT_KIND_SUFFIXES = (":uri_file", ":uri_folder")
+ZIP_MEMBER = ".zip:"  # ARCHIVE.zip:MEMBER, as training_scripts/glove.py reads it
 
 
 def _input(value: str, flag: str | None, default_kind: str) -> InputSpec:
@@ -137,8 +138,14 @@ def _file_inputs(options: JobOptions, target: Target) -> tuple[dict[str, InputSp
                 hint="for your own script use --input NAME=PATH_OR_URI and pass -- --flag ${{inputs.NAME}}",
             )
         flag, setting_values = offered[name]
+        archive, separator, member = value.rpartition(ZIP_MEMBER)
         if value in setting_values:
             settings += [flag, value]
+        elif separator and archive and member:
+            # ARCHIVE.zip:MEMBER (GloVe's published glove.6B.zip holds four sets): the archive is the input and
+            # the script reads the member straight out of it, so the flag is the mounted path plus `:MEMBER`.
+            inputs[name] = _input(archive + ".zip", None, "uri_file")
+            settings += [flag, f"${{{{inputs.{name}}}}}:{member}"]
         else:
             inputs[name] = _input(value, flag, "uri_file")
     return inputs, settings

@@ -71,7 +71,29 @@ def test_an_unpriced_region_fails_before_anything_is_written(tmp_path: Path, cap
     assert not out.exists()
 
 
-def test_glove_in_a_zip_keeps_its_member_for_the_script(tmp_path: Path) -> None:
+def test_glove_archive_member_uploads_the_archive_and_names_the_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    archive = tmp_path / "glove.6B.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("glove.6B.300d.txt", "film 0.1 0.2\n")
+    out = tmp_path / "out"
+    argv = ["submit", "lstm", "--data", "azureml:reviews:1", "--glove", f"{archive}:glove.6B.300d.txt"]
+    assert main([*argv, "--dry-run", "--out", str(out)]) == 0
+    document = job_yaml(out)
+    assert document["inputs"]["glove"] == {"type": "uri_file", "path": str(archive), "mode": "ro_mount"}
+    assert "--glove '${{inputs.glove}}:glove.6B.300d.txt'" in document["command"]
+    loads(out)
+    local = run_local(
+        monkeypatch,
+        ["submit", "lstm", "--local", "--glove", f"{archive}:glove.6B.300d.txt"] + ["--out", str(tmp_path / "l")],
+    )
+    assert local[local.index("--glove") + 1] == f"{archive}:glove.6B.300d.txt"
+
+
+def test_glove_asset_passes_through(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["submit", "lstm", "--data", "azureml:reviews:1", "--glove", "azureml:glove-6b:2"]
     assert main([*argv, "--dry-run", "--out", str(out)]) == 0
