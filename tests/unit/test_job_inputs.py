@@ -88,7 +88,7 @@ def test_glove_archive_member_uploads_the_archive_and_names_the_member(
     loads(out)
     local = run_local(
         monkeypatch,
-        ["submit", "lstm", "--local", "--glove", f"{archive}:glove.6B.300d.txt"] + ["--out", str(tmp_path / "l")],
+        ["submit", "lstm", "--local", "--glove", f"{archive}:glove.6B.300d.txt", "--out", str(tmp_path / "l")],
     )
     assert local[local.index("--glove") + 1] == f"{archive}:glove.6B.300d.txt"
 
