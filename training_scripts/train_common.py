@@ -45,6 +45,7 @@ from training_scripts.model_folder import (
 )
 from training_scripts.models import model_config
 from training_scripts.plots import write_plots
+from training_scripts.precision import BatchTransform
 from training_scripts.preprocess_config import PreprocessConfig, save_preprocess_config
 from training_scripts.splits import DatasetError
 from training_scripts.tracking import Tracker
@@ -205,6 +206,9 @@ class PreparedTask:
     failed_items: Callable[[], list[str]] = lambda: []
     dynamic_sequence: bool = False
     channels_last: bool = False
+    # Applied to each input batch on the training device (the image cache's augmentation / eval crop).
+    train_batch_transform: BatchTransform | None = None
+    eval_batch_transform: BatchTransform | None = None
 
 
 def _write_json(path: Path, data: Any) -> Path:
@@ -315,9 +319,18 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
                 tracker=tracker,
                 train_labels=prepared.train_labels,
                 run_params=prepared.run_params,
+                train_batch_transform=prepared.train_batch_transform,
+                eval_batch_transform=prepared.eval_batch_transform,
             )
             test = (
-                engine.evaluate_dataset(prepared.model, prepared.test, config, ctx, class_names=prepared.class_names)
+                engine.evaluate_dataset(
+                    prepared.model,
+                    prepared.test,
+                    config,
+                    ctx,
+                    class_names=prepared.class_names,
+                    batch_transform=prepared.eval_batch_transform,
+                )
                 if prepared.test is not None
                 else None
             )

@@ -6,21 +6,33 @@ DIR holds one subfolder per class (torchvision's ImageFolder layout). Runs uncha
 `torchrun --nproc_per_node N`, and as an Azure ML command job (PyTorch distribution). Unreadable images are
 skipped and counted (OUT/data_report.json). Defaults follow the reference scenario: ResNet-50 from torchvision's
 ImageNet weights with the stem, layer1 and layer2 frozen, Adam at lr 1e-4, batch 32, up to 50 epochs with early
-stopping on validation loss, and inverse-frequency loss weights for the class imbalance.
+stopping on validation loss, and inverse-frequency loss weights for the class imbalance. Images are decoded once
+into a cache (image_cache.py; `--cache-dir`, `--no-cache`) and augmented on the training device (image_augment.py).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from training_scripts import progress
-from training_scripts.distributed import DistContext
+from training_scripts.distributed import DistContext, barrier, broadcast_object
 from training_scripts.export_onnx import PIXEL_VALUES
+from training_scripts.image_augment import CachedImageDataset, EvalBatchTransform, TrainBatchTransform
+from training_scripts.image_cache import (
+    DEFAULT_CACHE_DIRNAME,
+    CachedImages,
+    CacheSettings,
+    choose_cache_dir,
+    default_workers,
+    ensure_cache,
+    open_cache,
+)
 from training_scripts.image_data import ImageDataset, eval_transform, train_transform
 from training_scripts.image_folder import ImageFolderIndex, scan_image_folder
 from training_scripts.models import ARCHS, FREEZE_STAGES, build_model, freeze
@@ -56,6 +68,31 @@ def get_args_parser() -> argparse.ArgumentParser:
         help=f"freeze every stage up to this one (default {DEFAULT_FREEZE} with pretrained weights, none without)",
     )
     model.add_argument("--image-size", type=int, default=224, help="square input size in pixels (default 224)")
+    cache = parser.add_argument_group("decoded-image cache")
+    cache.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where each data folder's images are kept decoded and resized, reused by later and resumed runs "
+        f"(default: {DEFAULT_CACHE_DIRNAME} beside --data; when that is read-only, as an Azure ML input mount "
+        "is, CHECKPOINT_DIR/image-cache)",
+    )
+    cache.add_argument(
+        "--no-cache", action="store_true", help="decode every image every epoch instead (default: use the cache)"
+    )
+    cache.add_argument(
+        "--cache-workers",
+        type=int,
+        default=default_workers(),
+        help=f"processes that build the cache (default min(cores, 8) = {default_workers()} here)",
+    )
+    cache.add_argument(
+        "--cache-channels",
+        type=int,
+        choices=(1, 3),
+        default=3,
+        help="3 keeps RGB; 1 keeps one grey channel, a third of the space, for greyscale data such as X-rays "
+        "(a colour image then stops the build) (default 3)",
+    )
     model.add_argument(
         "--max-image-pixels",
         type=int,
@@ -81,45 +118,155 @@ def _same_classes(reference: Sequence[str], other: ImageFolderIndex, what: str, 
         )
 
 
-def _splits(args: argparse.Namespace) -> tuple[dict[str, list[tuple[Path, int]]], list[str], dict[str, Any]]:
-    train_index = _scan(args.data, "training data", args.max_image_pixels)
-    classes = list(train_index.classes)
-    samples = train_index.samples
-    report: dict[str, Any] = {"skipped_images": len(train_index.skipped), "classes": classes}
-    labels = [label for _, label in samples]
-    val_fraction = 0.0 if args.val_data else args.val_fraction
-    test_fraction = 0.0 if args.test_data else args.test_fraction
+@dataclass
+class _Folder:
+    """One data folder's usable images, what was skipped and why, and its cache (None: decode every epoch)."""
+
+    path: str
+    samples: list[tuple[Path, int]]
+    skipped: list[tuple[Path, str]]
+    cache: CachedImages | None = None
+
+
+def _scan_folders(args: argparse.Namespace) -> tuple[dict[str, _Folder], list[str]]:
+    folders: dict[str, _Folder] = {}
+    classes: list[str] = []
+    for name, path in (("train", args.data), ("val", args.val_data), ("test", args.test_data)):
+        if not path:
+            continue
+        index = _scan(path, "training data" if name == "train" else f"{name} data", args.max_image_pixels)
+        if name == "train":
+            classes = list(index.classes)
+        else:
+            _same_classes(classes, index, name, path)
+        folders[name] = _Folder(path, list(index.samples), list(index.skipped))
+    return folders, classes
+
+
+def _attach_caches(
+    folders: dict[str, _Folder], args: argparse.Namespace, cfg: ImagePreprocessConfig, ctx: DistContext
+) -> None:
+    """Each folder's decoded-image cache, reused or built. Under DDP the first process of each node builds
+    (the others would only repeat its work) while the rest wait, then all read the folders rank 0 names."""
+    settings = CacheSettings(
+        resize_size=cfg.resize_size,
+        image_size=cfg.image_size,
+        channels=args.cache_channels,
+        max_pixels=args.max_image_pixels,
+    )
+    names = list(folders)
+    published: list[str] = []
+    if ctx.local_rank == 0:
+        cache_dir = Path(args.cache_dir) if args.cache_dir else None
+        if cache_dir is None:
+            checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else Path(args.output) / "checkpoints"
+            cache_dir, why = choose_cache_dir(args.data, checkpoints / "image-cache")
+            if why and ctx.is_main:
+                progress.warning(f"image cache: {why}; using {cache_dir} instead (give --cache-dir to choose)")
+        for name in names:
+            folder = folders[name]
+            cached = ensure_cache(folder.path, folder.samples, settings, cache_dir, workers=args.cache_workers)
+            folder.cache = cached
+            published.append(str(cached.folder))
+    if ctx.distributed:
+        try:
+            barrier(ctx)
+        except RuntimeError as exc:
+            raise DatasetError(f"the image cache was not prepared by the first process ({exc}); see its error") from exc
+        published = broadcast_object(published, ctx)
+        for name, location in zip(names, published):
+            if folders[name].cache is None:
+                folders[name].cache = open_cache(Path(location), Path(folders[name].path))
+    for name in names:
+        folder = folders[name]
+        if folder.cache is None:
+            continue
+        cached = folder.cache
+        folder.samples = list(cached.samples)
+        folder.skipped += cached.skipped
+        if ctx.is_main:
+            gib = cached.nbytes / 2**30
+            print(
+                f"image cache ({name}): {cached.status} {cached.folder} - {len(cached.samples)} images, {gib:.2f} "
+                f"GiB; content hash {cached.hash_seconds:.1f} s, build {cached.build_seconds:.1f} s",
+                flush=True,
+            )
+            if cached.skipped:
+                shown = "; ".join(f"{p.name}: {reason}" for p, reason in cached.skipped[:3])
+                progress.warning(
+                    f"{name} data: {len(cached.skipped)} image(s) failed to decode and are left out ({shown})"
+                )
+
+
+def _split(folders: dict[str, _Folder], args: argparse.Namespace) -> dict[str, tuple[_Folder, list[int]]]:
+    """Each split as (its folder, positions in that folder's samples)."""
+    train = folders["train"]
+    labels = [label for _, label in train.samples]
+    val_fraction = 0.0 if "val" in folders else args.val_fraction
+    test_fraction = 0.0 if "test" in folders else args.test_fraction
     split = split_indices(labels, val_fraction, test_fraction, seed=args.seed)
     subsets = {
-        "train": [samples[i] for i in split.train],
-        "val": [samples[i] for i in split.val],
-        "test": [samples[i] for i in split.test],
+        "train": (train, list(split.train)),
+        "val": (train, list(split.val)),
+        "test": (train, list(split.test)),
     }
-    for name, path in (("val", args.val_data), ("test", args.test_data)):
-        if path:
-            index = _scan(path, f"{name} data", args.max_image_pixels)
-            _same_classes(classes, index, name, path)
-            subsets[name] = index.samples
-            report["skipped_images"] += len(index.skipped)
-    if not subsets["val"]:
+    for name in ("val", "test"):
+        if name in folders:
+            subsets[name] = (folders[name], list(range(len(folders[name].samples))))
+    if not subsets["val"][1]:
         raise DatasetError("no validation data: give --val-data or a --val-fraction above 0")
-    for name, items in subsets.items():
+    return subsets
+
+
+def _data_report(
+    folders: dict[str, _Folder], subsets: dict[str, tuple[_Folder, list[int]]], classes: list[str]
+) -> dict[str, Any]:
+    skipped = [(path, reason) for folder in folders.values() for path, reason in folder.skipped]
+    report: dict[str, Any] = {
+        "skipped_images": len(skipped),
+        "classes": classes,
+        "skipped_files": [{"path": str(path), "reason": reason} for path, reason in skipped[:100]],
+    }
+    for name, (folder, positions) in subsets.items():
         counts = [0] * len(classes)
-        for _, label in items:
-            counts[label] += 1
+        for position in positions:
+            counts[folder.samples[position][1]] += 1
         report[f"{name}_counts"] = dict(zip(classes, counts))
-    return subsets, classes, report
+    caches = {name: folder.cache.report() for name, folder in folders.items() if folder.cache is not None}
+    report["image_cache"] = caches or "off"
+    report["image_cache_hits"] = sum(1 for cache in caches.values() if cache["status"] == "hit")
+    report["image_cache_builds"] = sum(1 for cache in caches.values() if cache["status"] == "built")
+    return report
+
+
+def _dataset(
+    folder: _Folder, positions: list[int], transform: Callable[[Path], torch.Tensor] | None
+) -> ImageDataset | CachedImageDataset:
+    if folder.cache is not None:
+        rows = [folder.cache.rows[i] for i in positions]
+        return CachedImageDataset(folder.cache.array_path, rows, [folder.samples[i][1] for i in positions])
+    assert transform is not None
+    return ImageDataset([folder.samples[i] for i in positions], transform)
 
 
 def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
     if args.image_size < 16:
         raise DatasetError(f"--image-size {args.image_size} is too small for a ResNet; use 32 or more")
-    subsets, classes, report = _splits(args)
     cfg = ImagePreprocessConfig(image_size=args.image_size, resize_size=round(args.image_size * RESIZE_RATIO))
+    folders, classes = _scan_folders(args)
+    use_cache = not args.no_cache
+    if use_cache:
+        _attach_caches(folders, args, cfg, ctx)
+    subsets = _split(folders, args)
+    report = _data_report(folders, subsets, classes)
     max_pixels = args.max_image_pixels
-    train = ImageDataset(subsets["train"], train_transform(cfg, max_pixels=max_pixels))
-    val = ImageDataset(subsets["val"], eval_transform(cfg, max_pixels=max_pixels))
-    test = ImageDataset(subsets["test"], eval_transform(cfg, max_pixels=max_pixels)) if subsets["test"] else None
+    train_tf = None if use_cache else train_transform(cfg, max_pixels=max_pixels)
+    eval_tf = None if use_cache else eval_transform(cfg, max_pixels=max_pixels)
+    train = _dataset(*subsets["train"], train_tf)
+    val = _dataset(*subsets["val"], eval_tf)
+    test = _dataset(*subsets["test"], eval_tf) if subsets["test"][1] else None
+    train_batch = TrainBatchTransform(cfg) if use_cache else None
+    eval_batch = EvalBatchTransform(cfg) if use_cache else None
 
     pretrained = None if str(args.pretrained).lower() == "none" else args.pretrained
     try:
@@ -133,9 +280,12 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
 
     def parity_inputs() -> list[torch.Tensor]:
         # Held-out validation images (not random noise): batches of 1 and 3, repeating images if there are few.
-        images = [val[i % len(val)][0] for i in range(3)]
-        return [torch.stack(images[:1]), torch.stack(images)]
+        images = torch.stack([val[i % len(val)][0] for i in range(3)])
+        if eval_batch is not None:
+            images = eval_batch(images)
+        return [images[:1], images]
 
+    train_folder, train_positions = subsets["train"]
     return PreparedTask(
         task="resnet",
         model=model,
@@ -143,7 +293,7 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
         val=val,
         test=test,
         class_names=classes,
-        train_labels=[label for _, label in subsets["train"]],
+        train_labels=[train_folder.samples[i][1] for i in train_positions],
         preprocess=cfg,
         input_name=PIXEL_VALUES,
         parity_inputs=parity_inputs,
@@ -157,6 +307,8 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
         # Rank 0's own count: each DDP rank loads (and counts) only its shard.
         failed_items=lambda: [str(path) for ds in (train, val) for path in ds.failed_samples()],
         channels_last=True,
+        train_batch_transform=train_batch,
+        eval_batch_transform=eval_batch,
     )
 
 
