@@ -264,7 +264,7 @@ def _write_array(
     """Decode every path into `target` (a .npy file written front to back); returns {position: reason} failures."""
     shape = (len(paths), settings.resize_size, settings.resize_size, settings.channels)
     failures: dict[int, str] = {}
-    counter = progress.Counter(f"image cache {label}", len(paths), unit="images")
+    counter = progress.Counter(f"decoding {label} into the image cache", len(paths), unit="images")
     # Sequential writes, no shared mmap: friendlier to network-backed folders (an Azure datastore mount).
     with target.open("wb") as handle:
         np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": shape})
@@ -336,7 +336,7 @@ def build_cache(
     try:
         paths = [Path(path) for path, _ in samples]
         started = time.perf_counter()
-        failures = _write_array(temp / ARRAY_FILE, paths, settings, workers, f"{root.name}")
+        failures = _write_array(temp / ARRAY_FILE, paths, settings, workers, str(root))
         index = {
             "layout": LAYOUT_VERSION,
             "key": key,

@@ -201,6 +201,11 @@ class PreparedTask:
     parity_inputs: Callable[[], list[torch.Tensor]]  # held-out inputs of >= 2 batch sizes (and lengths)
     run_params: dict[str, Any]  # logged to MLflow; must match for a checkpoint to be resumed
     data_report: dict[str, Any] = field(default_factory=dict)  # counts and skipped items, written + logged
+    # data_report keys written to data_report.json but not logged as MLflow params: their values differ between a
+    # run and its resumption (e.g. the image cache built, then hit), and a param cannot change its value.
+    report_only_keys: tuple[str, ...] = ()
+    run_metrics: dict[str, float] = field(default_factory=dict)  # logged as MLflow metrics at the end
+    run_tags: dict[str, str] = field(default_factory=dict)  # logged as MLflow tags at the end
     write_sidecars: Callable[[Path], list[Path]] = lambda folder: []  # e.g. vocab.json
     # Items that passed the up-front checks but still failed to load during training (replaced, and counted).
     failed_items: Callable[[], list[str]] = lambda: []
@@ -343,7 +348,13 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
                 progress.warning(
                     f"{len(failed)} item(s) failed to load during training and were replaced: {failed[:3]}"
                 )
-            tracker.log_params({f"data_{key}": value for key, value in prepared.data_report.items()})
+            report = prepared.data_report
+            tracker.log_params(
+                {f"data_{key}": value for key, value in report.items() if key not in prepared.report_only_keys}
+            )
+            tracker.log_metrics(prepared.run_metrics)
+            if prepared.run_tags:
+                tracker.set_tags(prepared.run_tags)
             metrics, export = _write_outputs(prepared, result, test, output, tracker, args.parity_tolerance)
             headline = _headline(metrics)
             progress.emit(

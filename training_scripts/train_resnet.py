@@ -239,6 +239,20 @@ def _data_report(
     return report
 
 
+def _cache_metrics(folders: dict[str, _Folder]) -> dict[str, float]:
+    """MLflow metrics of the cache: how many folders were reused or built, its size, what it cost this run."""
+    caches = [folder.cache for folder in folders.values() if folder.cache is not None]
+    if not caches:
+        return {}
+    return {
+        "image_cache_hits": float(sum(cache.status == "hit" for cache in caches)),
+        "image_cache_builds": float(sum(cache.status == "built" for cache in caches)),
+        "image_cache_bytes": float(sum(cache.nbytes for cache in caches)),
+        "image_cache_hash_seconds": sum(cache.hash_seconds for cache in caches),
+        "image_cache_build_seconds": sum(cache.build_seconds for cache in caches),
+    }
+
+
 def _dataset(
     folder: _Folder, positions: list[int], transform: Callable[[Path], torch.Tensor] | None
 ) -> ImageDataset | CachedImageDataset:
@@ -255,6 +269,8 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
     cfg = ImagePreprocessConfig(image_size=args.image_size, resize_size=round(args.image_size * RESIZE_RATIO))
     folders, classes = _scan_folders(args)
     use_cache = not args.no_cache
+    if args.cache_workers < 1:
+        raise DatasetError(f"--cache-workers {args.cache_workers}: give at least 1")
     if use_cache:
         _attach_caches(folders, args, cfg, ctx)
     subsets = _split(folders, args)
@@ -304,6 +320,16 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
             "image_size": args.image_size,
         },
         data_report=report,
+        report_only_keys=("image_cache", "image_cache_hits", "image_cache_builds"),
+        run_metrics=_cache_metrics(folders),
+        run_tags={
+            "image_cache": "; ".join(
+                f"{name}: {folder.cache.status} {folder.cache.folder}"
+                for name, folder in folders.items()
+                if folder.cache is not None
+            )
+            or "off"
+        },
         # Rank 0's own count: each DDP rank loads (and counts) only its shard.
         failed_items=lambda: [str(path) for ds in (train, val) for path in ds.failed_samples()],
         channels_last=True,

@@ -77,6 +77,8 @@ def test_train_resnet_writes_the_output_folder_and_one_mlflow_run(
     client, run = _only_run(mlflow_store, "azure-dl-resnet")
     assert run.info.run_id == done[0]["run_id"] and run.info.status == "FINISHED"
     assert run.data.params["arch"] == "resnet18" and run.data.params["imbalance"] == "weighted-loss"
+    assert run.data.metrics["image_cache_builds"] == 1 and run.data.tags["image_cache"].startswith("train: built")
+    assert not any(key.startswith("data_image_cache") for key in run.data.params)  # it changes on a rerun
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == [1, 2]
     for key in ("val_macro_f1", "val_balanced_accuracy", "train_loss", "lr", "samples_per_s", "test_macro_f1"):
@@ -91,6 +93,9 @@ def test_train_resnet_writes_the_output_folder_and_one_mlflow_run(
     check_ok(again)
     assert "image cache (train): hit" in again.stdout
     assert json.loads((out / "data_report.json").read_text())["image_cache"]["train"]["status"] == "hit"
+    rerun = client.get_run(run.info.run_id)  # the resumed run logs into the checkpoint's MLflow run
+    assert rerun.data.metrics["image_cache_hits"] == 1 and rerun.data.tags["image_cache"].startswith("train: hit")
+    assert "warning" not in again.stdout
 
 
 def test_train_lstm_writes_vocab_a_dynamic_length_onnx_model_and_logs_into_a_given_run(
