@@ -299,3 +299,38 @@ def test_cached_dataset_pickles_without_its_pixels(tmp_path: Path) -> None:
     assert first.dtype == torch.uint8 and first.shape == (18, 18, 3)
     clone = pickle.loads(pickle.dumps(data))  # what a DataLoader worker gets
     assert clone._array is None and torch.equal(clone[0][0], first) and clone.labels == data.labels
+
+
+def test_under_ddp_one_process_per_node_builds_and_the_others_open_what_rank_0_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train_resnet's coordination, with the collectives replaced: local rank 0 builds, rank 1 only opens."""
+    from training_scripts import train_resnet
+    from training_scripts.distributed import DistContext
+
+    root = image_folder(tmp_path / "data")
+    args = train_resnet.get_args_parser().parse_args(
+        ["--data", str(root), "--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    )
+    named: list[Any] = []
+    monkeypatch.setattr(train_resnet, "barrier", lambda ctx: None)
+
+    def broadcast(value: Any, ctx: DistContext) -> Any:
+        if ctx.rank == 0:
+            named.append(value)
+        return named[0]
+
+    monkeypatch.setattr(train_resnet, "broadcast_object", broadcast)
+    cpu = torch.device("cpu")
+    folders = {}
+    for rank in (0, 1):
+        if rank == 1:
+            monkeypatch.setattr(image_cache, "build_cache", lambda *a, **k: pytest.fail("rank 1 built a cache"))
+            monkeypatch.setattr(image_cache, "cache_key", lambda *a, **k: pytest.fail("rank 1 hashed the data"))
+        scanned_folders, _ = train_resnet._scan_folders(args)
+        ctx = DistContext(rank=rank, world_size=2, local_rank=rank, device=cpu)
+        train_resnet._attach_caches(scanned_folders, args, CFG, ctx)
+        folders[rank] = scanned_folders["train"]
+    assert folders[0].cache is not None and folders[1].cache is not None
+    assert folders[1].cache.folder == folders[0].cache.folder and folders[1].samples == folders[0].samples
+    assert named == [[str(folders[0].cache.folder)]]
