@@ -291,13 +291,14 @@ def _write_array(
 
 def _remove_stale_temps(cache_dir: Path) -> None:
     """Temporary folders a crashed build of this host left (their process is gone)."""
-    host = socket.gethostname()
+    mine = f"-{socket.gethostname()}-"
     for entry in cache_dir.glob(_TEMP_PREFIX + "*"):
-        parts = entry.name[len(_TEMP_PREFIX) :].rsplit("-", 2)
-        if len(parts) != 3 or parts[1] != host or not parts[2].isdigit():
+        # .tmp-<key>-<host>-<pid>: host names may hold dashes, so match the host and take the pid after it.
+        head, found, pid = entry.name.rpartition("-")
+        if not (entry.is_dir() and found and pid.isdigit() and (head + "-").endswith(mine)):
             continue
         try:
-            os.kill(int(parts[2]), 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(entry, ignore_errors=True)
         except PermissionError:

@@ -140,12 +140,15 @@ def test_a_crash_mid_build_leaves_nothing_that_is_trusted(tmp_path: Path, monkey
 
     # A harder crash (SIGKILL) leaves its temporary folder behind: never read, and removed by the next build.
     key = cache_key(root, scanned(root), settings())
-    dead = cache_dir / f".tmp-{key}-{image_cache.socket.gethostname()}-999999999"
+    monkeypatch.setattr(image_cache.socket, "gethostname", lambda: "node-with-dashes-0")
+    dead = cache_dir / f".tmp-{key}-node-with-dashes-0-999999999"
     dead.mkdir()
     (dead / INDEX_FILE).write_text("{}")
+    other_host = cache_dir / f".tmp-{key}-another-node-999999999"  # may be alive elsewhere: left alone
+    other_host.mkdir()
     monkeypatch.setattr(image_cache, "_write_array", original)
     cached = ensure_cache(root, scanned(root), settings(), cache_dir, workers=1)
-    assert cached.status == "built" and sorted(p.name for p in cache_dir.iterdir()) == [key]
+    assert cached.status == "built" and sorted(p.name for p in cache_dir.iterdir()) == [other_host.name, key]
 
 
 def test_losing_a_publish_race_uses_the_winners_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
