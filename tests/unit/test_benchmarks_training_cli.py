@@ -51,7 +51,7 @@ def test_bench_image_cache_smoke_puts_decode_and_cache_side_by_side(tmp_path: Pa
     assert bench_image_cache.main(["--smoke", "--save", "--results-dir", str(tmp_path)]) == 0
     (result,) = load_results(tmp_path)
     loaders, costs, epochs = result.tables
-    assert [row["loader"].split()[0] for row in loaders["rows"]] == ["decode", "cache", "decode"]
+    assert [row["loader"].split()[0] for row in loaders["rows"]] == ["decode", "cache", "cache", "decode"]
     assert all(row["images/s per core"] > 0 for row in loaders["rows"])
     assert [row["source"] for row in costs["rows"]] == ["128 px 16-bit PNG (12 bits used)", "128 px DICOM, windowed"]
     assert [row["loader"] for row in epochs["rows"]] == ["decode every epoch", "cache"] * 2
