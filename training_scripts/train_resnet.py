@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from training_scripts import progress
-from training_scripts.distributed import DistContext, barrier, broadcast_object
+from training_scripts.distributed import DistContext
 from training_scripts.export_onnx import PIXEL_VALUES
 from training_scripts.image_augment import CachedImageDataset, EvalBatchTransform, TrainBatchTransform
-from training_scripts.image_cache import (
-    DEFAULT_CACHE_DIRNAME,
-    CachedImages,
-    CacheSettings,
-    choose_cache_dir,
-    default_workers,
-    ensure_cache,
-    open_cache,
-)
+from training_scripts.image_cache import DEFAULT_CACHE_DIRNAME, CacheSettings, default_workers
+from training_scripts.image_cache_setup import ImageFolderData, attach_caches, cache_metrics, cache_report
 from training_scripts.image_data import ImageDataset, eval_transform, train_transform
 from training_scripts.image_folder import ImageFolderIndex, scan_image_folder
 from training_scripts.models import ARCHS, FREEZE_STAGES, build_model, freeze
@@ -118,18 +110,8 @@ def _same_classes(reference: Sequence[str], other: ImageFolderIndex, what: str, 
         )
 
 
-@dataclass
-class _Folder:
-    """One data folder's usable images, what was skipped and why, and its cache (None: decode every epoch)."""
-
-    path: str
-    samples: list[tuple[Path, int]]
-    skipped: list[tuple[Path, str]]
-    cache: CachedImages | None = None
-
-
-def _scan_folders(args: argparse.Namespace) -> tuple[dict[str, _Folder], list[str]]:
-    folders: dict[str, _Folder] = {}
+def _scan_folders(args: argparse.Namespace) -> tuple[dict[str, ImageFolderData], list[str]]:
+    folders: dict[str, ImageFolderData] = {}
     classes: list[str] = []
     for name, path in (("train", args.data), ("val", args.val_data), ("test", args.test_data)):
         if not path:
@@ -139,66 +121,13 @@ def _scan_folders(args: argparse.Namespace) -> tuple[dict[str, _Folder], list[st
             classes = list(index.classes)
         else:
             _same_classes(classes, index, name, path)
-        folders[name] = _Folder(path, list(index.samples), list(index.skipped))
+        folders[name] = ImageFolderData(path, list(index.samples), list(index.skipped))
     return folders, classes
 
 
-def _attach_caches(
-    folders: dict[str, _Folder], args: argparse.Namespace, cfg: ImagePreprocessConfig, ctx: DistContext
-) -> None:
-    """Each folder's decoded-image cache, reused or built. Under DDP the first process of each node builds
-    (the others would only repeat its work) while the rest wait, then all read the folders rank 0 names."""
-    settings = CacheSettings(
-        resize_size=cfg.resize_size,
-        image_size=cfg.image_size,
-        channels=args.cache_channels,
-        max_pixels=args.max_image_pixels,
-    )
-    names = list(folders)
-    published: list[str] = []
-    if ctx.local_rank == 0:
-        cache_dir = Path(args.cache_dir) if args.cache_dir else None
-        if cache_dir is None:
-            checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else Path(args.output) / "checkpoints"
-            cache_dir, why = choose_cache_dir(args.data, checkpoints / "image-cache")
-            if why and ctx.is_main:
-                progress.warning(f"image cache: {why}; using {cache_dir} instead (give --cache-dir to choose)")
-        for name in names:
-            folder = folders[name]
-            cached = ensure_cache(folder.path, folder.samples, settings, cache_dir, workers=args.cache_workers)
-            folder.cache = cached
-            published.append(str(cached.folder))
-    if ctx.distributed:
-        try:
-            barrier(ctx)
-        except RuntimeError as exc:
-            raise DatasetError(f"the image cache was not prepared by the first process ({exc}); see its error") from exc
-        published = broadcast_object(published, ctx)
-        for name, location in zip(names, published):
-            if folders[name].cache is None:
-                folders[name].cache = open_cache(Path(location), Path(folders[name].path))
-    for name in names:
-        folder = folders[name]
-        if folder.cache is None:
-            continue
-        cached = folder.cache
-        folder.samples = list(cached.samples)
-        folder.skipped += cached.skipped
-        if ctx.is_main:
-            gib = cached.nbytes / 2**30
-            print(
-                f"image cache ({name}): {cached.status} {cached.folder} - {len(cached.samples)} images, {gib:.2f} "
-                f"GiB; content hash {cached.hash_seconds:.1f} s, build {cached.build_seconds:.1f} s",
-                flush=True,
-            )
-            if cached.skipped:
-                shown = "; ".join(f"{p.name}: {reason}" for p, reason in cached.skipped[:3])
-                progress.warning(
-                    f"{name} data: {len(cached.skipped)} image(s) failed to decode and are left out ({shown})"
-                )
-
-
-def _split(folders: dict[str, _Folder], args: argparse.Namespace) -> dict[str, tuple[_Folder, list[int]]]:
+def _split(
+    folders: dict[str, ImageFolderData], args: argparse.Namespace
+) -> dict[str, tuple[ImageFolderData, list[int]]]:
     """Each split as (its folder, positions in that folder's samples)."""
     train = folders["train"]
     labels = [label for _, label in train.samples]
@@ -219,7 +148,7 @@ def _split(folders: dict[str, _Folder], args: argparse.Namespace) -> dict[str, t
 
 
 def _data_report(
-    folders: dict[str, _Folder], subsets: dict[str, tuple[_Folder, list[int]]], classes: list[str]
+    folders: dict[str, ImageFolderData], subsets: dict[str, tuple[ImageFolderData, list[int]]], classes: list[str]
 ) -> dict[str, Any]:
     skipped = [(path, reason) for folder in folders.values() for path, reason in folder.skipped]
     report: dict[str, Any] = {
@@ -232,29 +161,12 @@ def _data_report(
         for position in positions:
             counts[folder.samples[position][1]] += 1
         report[f"{name}_counts"] = dict(zip(classes, counts))
-    caches = {name: folder.cache.report() for name, folder in folders.items() if folder.cache is not None}
-    report["image_cache"] = caches or "off"
-    report["image_cache_hits"] = sum(1 for cache in caches.values() if cache["status"] == "hit")
-    report["image_cache_builds"] = sum(1 for cache in caches.values() if cache["status"] == "built")
+    report.update(cache_report(folders))
     return report
 
 
-def _cache_metrics(folders: dict[str, _Folder]) -> dict[str, float]:
-    """MLflow metrics of the cache: how many folders were reused or built, its size, what it cost this run."""
-    caches = [folder.cache for folder in folders.values() if folder.cache is not None]
-    if not caches:
-        return {}
-    return {
-        "image_cache_hits": float(sum(cache.status == "hit" for cache in caches)),
-        "image_cache_builds": float(sum(cache.status == "built" for cache in caches)),
-        "image_cache_bytes": float(sum(cache.nbytes for cache in caches)),
-        "image_cache_hash_seconds": sum(cache.hash_seconds for cache in caches),
-        "image_cache_build_seconds": sum(cache.build_seconds for cache in caches),
-    }
-
-
 def _dataset(
-    folder: _Folder, positions: list[int], transform: Callable[[Path], torch.Tensor] | None
+    folder: ImageFolderData, positions: list[int], transform: Callable[[Path], torch.Tensor] | None
 ) -> ImageDataset | CachedImageDataset:
     if folder.cache is not None:
         rows = [folder.cache.rows[i] for i in positions]
@@ -272,7 +184,22 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
     if args.cache_workers < 1:
         raise DatasetError(f"--cache-workers {args.cache_workers}: give at least 1")
     if use_cache:
-        _attach_caches(folders, args, cfg, ctx)
+        settings = CacheSettings(
+            resize_size=cfg.resize_size,
+            image_size=cfg.image_size,
+            channels=args.cache_channels,
+            max_pixels=args.max_image_pixels,
+        )
+        checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else Path(args.output) / "checkpoints"
+        cache_dir = Path(args.cache_dir) if args.cache_dir else None
+        attach_caches(
+            folders,
+            settings,
+            ctx,
+            cache_dir=cache_dir,
+            fallback=checkpoints / "image-cache",
+            workers=args.cache_workers,
+        )
     subsets = _split(folders, args)
     report = _data_report(folders, subsets, classes)
     max_pixels = args.max_image_pixels
@@ -321,7 +248,7 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
         },
         data_report=report,
         report_only_keys=("image_cache", "image_cache_hits", "image_cache_builds"),
-        run_metrics=_cache_metrics(folders),
+        run_metrics=cache_metrics(folders),
         run_tags={
             "image_cache": "; ".join(
                 f"{name}: {folder.cache.status} {folder.cache.folder}"

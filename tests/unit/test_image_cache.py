@@ -307,8 +307,8 @@ def test_cached_dataset_pickles_without_its_pixels(tmp_path: Path) -> None:
 def test_under_ddp_one_process_per_node_builds_and_the_others_open_what_rank_0_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """train_resnet's coordination, with the collectives replaced: local rank 0 builds, rank 1 only opens."""
-    from training_scripts import train_resnet
+    """The coordination, with the collectives replaced: local rank 0 builds, rank 1 only opens."""
+    from training_scripts import image_cache_setup, train_resnet
     from training_scripts.distributed import DistContext
 
     root = image_folder(tmp_path / "data")
@@ -316,14 +316,14 @@ def test_under_ddp_one_process_per_node_builds_and_the_others_open_what_rank_0_n
         ["--data", str(root), "--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     )
     named: list[Any] = []
-    monkeypatch.setattr(train_resnet, "barrier", lambda ctx: None)
+    monkeypatch.setattr(image_cache_setup, "barrier", lambda ctx: None)
 
     def broadcast(value: Any, ctx: DistContext) -> Any:
         if ctx.rank == 0:
             named.append(value)
         return named[0]
 
-    monkeypatch.setattr(train_resnet, "broadcast_object", broadcast)
+    monkeypatch.setattr(image_cache_setup, "broadcast_object", broadcast)
     cpu = torch.device("cpu")
     folders = {}
     for rank in (0, 1):
@@ -332,7 +332,9 @@ def test_under_ddp_one_process_per_node_builds_and_the_others_open_what_rank_0_n
             monkeypatch.setattr(image_cache, "cache_key", lambda *a, **k: pytest.fail("rank 1 hashed the data"))
         scanned_folders, _ = train_resnet._scan_folders(args)
         ctx = DistContext(rank=rank, world_size=2, local_rank=rank, device=cpu)
-        train_resnet._attach_caches(scanned_folders, args, CFG, ctx)
+        image_cache_setup.attach_caches(
+            scanned_folders, settings(), ctx, cache_dir=tmp_path / "cache", fallback=tmp_path / "unused", workers=1
+        )
         folders[rank] = scanned_folders["train"]
     assert folders[0].cache is not None and folders[1].cache is not None
     assert folders[1].cache.folder == folders[0].cache.folder and folders[1].samples == folders[0].samples
