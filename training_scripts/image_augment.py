@@ -117,8 +117,9 @@ class _Normalize:
         """float [B, C, H, W] in 0..255 (C = 1 or 3) -> normalised float32 [B, 3, H, W], as normalize_image."""
         if pixels.shape[1] == 1:
             pixels = pixels.expand(-1, 3, -1, -1)
-        scale, shift = self._scale.to(pixels.device), self._shift.to(pixels.device)
-        return (pixels.contiguous() * scale).add_(shift)
+        if self._scale.device != pixels.device:  # moved once, not per batch
+            self._scale, self._shift = self._scale.to(pixels.device), self._shift.to(pixels.device)
+        return (pixels.contiguous() * self._scale).add_(self._shift)
 
 
 class EvalBatchTransform(_Normalize):
