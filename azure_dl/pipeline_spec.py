@@ -452,6 +452,8 @@ def apply_overrides(spec: PipelineSpec, overrides: Mapping[str, str]) -> Pipelin
     """
     values: dict[str, Any] = {}
     for name, text in overrides.items():
+        if "." not in name and name not in spec.inputs:
+            name = _step_file_input(spec, name) or name
         if "." in name:
             spec = _override_step_input(spec, name, text)
             continue
@@ -465,6 +467,32 @@ def apply_overrides(spec: PipelineSpec, overrides: Mapping[str, str]) -> Pipelin
     return spec.with_inputs(values)
 
 
+def _unbound_file_ports(step: Step) -> list[Port]:
+    return [
+        port
+        for port in step.component.inputs.values()
+        if port.type in DATA_TYPES and port.optional and port.name not in step.inputs
+    ]
+
+
+def _step_file_input(spec: PipelineSpec, name: str) -> str | None:
+    """`glove` -> `train.glove` when exactly one step has an optional file input of that name left unbound."""
+    owners = [step.name for step in spec.steps.values() if any(p.name == name for p in _unbound_file_ports(step))]
+    return f"{owners[0]}.{name}" if len(owners) == 1 else None
+
+
+def _bind_step_file_input(spec: PipelineSpec, step: Step, port: Port, text: str) -> PipelineSpec:
+    """An optional file input of a step (train.glove) becomes a pipeline input of the same name bound to it, so it
+    is uploaded, checked and rendered exactly like `data`; left unset, the step's `$[[...]]` block drops out."""
+    name = port.name if port.name not in spec.inputs else f"{step.name}_{port.name}"
+    if not text.strip():
+        raise SpecError(f"empty value for --input {step.name}.{port.name}", hint="give a path or URI")
+    item = PipelineInput(name, port.type, text, (port,))
+    steps = dict(spec.steps)
+    steps[step.name] = replace(step, inputs={**step.inputs, port.name: Binding("parent", value=name)})
+    return replace(spec, steps=steps, inputs={**spec.inputs, name: item})
+
+
 def _override_step_input(spec: PipelineSpec, name: str, text: str) -> PipelineSpec:
     step_name, _, port_name = name.partition(".")
     step = spec.steps.get(step_name)
@@ -473,8 +501,11 @@ def _override_step_input(spec: PipelineSpec, name: str, text: str) -> PipelineSp
             f"pipeline {spec.name!r} has no step {step_name!r} (in --input {name}); steps: {', '.join(spec.steps)}"
         )
     port = step.component.inputs.get(port_name)
+    if port is not None and port in _unbound_file_ports(step):
+        return _bind_step_file_input(spec, step, port, text)
     if port is None or port.type in DATA_TYPES:
         literal = [p.describe() for p in _literal_ports(step)]
+        literal += [f"{p.name} ({p.type}, optional)" for p in _unbound_file_ports(step)]
         raise SpecError(
             f"step {step_name!r} has no settable input {port_name!r}",
             hint=f"settable inputs of {step_name}: {', '.join(literal) or 'none'}",
@@ -619,6 +650,8 @@ def pipeline_document(spec: PipelineSpec, out_dir: Path, *, code_dir: Path) -> d
         for port, binding in step.inputs.items():
             if binding.kind == "literal":
                 node.setdefault("inputs", {})[port] = binding.value
+            elif binding.kind == "parent":  # a file input bound by --input (the YAML's own bindings are kept)
+                node.setdefault("inputs", {}).setdefault(port, f"${{{{parent.inputs.{binding.value}}}}}")
         jobs[step.name] = node
     document["jobs"] = jobs
     return document
@@ -656,6 +689,8 @@ class PipelinePlan:
     experiment: str
     steps: tuple[StepPlan, ...]
     registers: tuple[str, ...]
+    region: str = "eastus"
+    price_sources: tuple[str, ...] = ()  # where the steps' prices come from, with their dates
 
     @property
     def cost_bound(self) -> float | None:
@@ -675,14 +710,18 @@ def _timeout_hours(step: Step) -> float | None:
     return float(timeout) / 3600 if isinstance(timeout, int | float) else None
 
 
-def plan_pipeline(spec: PipelineSpec) -> PipelinePlan:
-    """Per step: compute, VM size from the catalogue, time limit and cost bound = list price x time limit."""
+def plan_pipeline(spec: PipelineSpec, *, region: str = "eastus") -> PipelinePlan:
+    """Per step: compute, VM size from the catalogue, time limit and cost bound = list price in `region` x limit."""
     steps = []
+    sources: set[str] = set()
     for step in spec.steps.values():
         compute = spec.compute_of(step) or "default compute"
         vm = _vm_for_compute(compute.removeprefix("azureml:"))
         hours = _timeout_hours(step)
-        price = vm.price_per_hour if vm is not None else None
+        quote = vm.price_in(region) if vm is not None else None
+        price = quote.per_hour if quote is not None else None
+        if quote is not None:
+            sources.add(quote.source)
         summary = f"{vm.gpu_summary}, {vm.vcpus} vCPUs" if vm is not None else "unknown (not a catalogue-named cluster)"
         steps.append(
             StepPlan(
@@ -697,7 +736,8 @@ def plan_pipeline(spec: PipelineSpec) -> PipelinePlan:
             )
         )
     registers = tuple(o.model_name for o in spec.outputs.values() if o.type == "custom_model" and o.model_name)
-    return PipelinePlan(spec.name, str(spec.raw.get("experiment_name") or spec.name), tuple(steps), registers)
+    experiment = str(spec.raw.get("experiment_name") or spec.name)
+    return PipelinePlan(spec.name, experiment, tuple(steps), registers, region, tuple(sorted(sources)))
 
 
 def plan_rows(plan: PipelinePlan) -> list[list[str]]:
@@ -714,4 +754,4 @@ def plan_rows(plan: PipelinePlan) -> list[list[str]]:
     return rows
 
 
-PLAN_COLUMNS = ("step", "component", "compute", "VM size", "time limit", "price", "cost bound")
+PLAN_COLUMNS = ("step", "component", "compute", "VM size", "time limit", "price (USD)", "cost bound")

@@ -64,6 +64,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--embed-dim (default: none, random init)",
     )
     model.add_argument(
+        "--glove-member",
+        default=None,
+        help="the member of a --glove .zip to read (the same as --glove ARCHIVE.zip:MEMBER; for a pipeline, where "
+        "the archive is a mounted input) (default: the archive's only .txt)",
+    )
+    model.add_argument(
         "--freeze-embedding", action="store_true", help="keep the (GloVe) embedding fixed (default: train it)"
     )
     return parser
@@ -123,9 +129,12 @@ def prepare(args: argparse.Namespace, ctx: DistContext) -> PreparedTask:
     except ValueError as exc:
         raise DatasetError(f"invalid model option: {exc}") from exc
     assert isinstance(model, LSTMClassifier)
+    if args.glove_member and not args.glove:
+        raise DatasetError("--glove-member names a member of the --glove archive, but no --glove was given")
     if args.glove:
+        source = f"{args.glove}:{args.glove_member}" if args.glove_member else args.glove
         try:
-            glove = load_glove(args.glove, vocab.itos, args.embed_dim, seed=args.seed)
+            glove = load_glove(source, vocab.itos, args.embed_dim, seed=args.seed)
         except ValueError as exc:
             raise DatasetError(str(exc)) from exc
         with torch.no_grad():

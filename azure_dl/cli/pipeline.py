@@ -36,6 +36,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="set a pipeline input, e.g. data=PATH_OR_URI, epochs=3, gate_threshold=0.9 (repeatable; a wrong "
         "name or type lists the valid inputs); STEP.NAME=VALUE sets a step's own input",
     )
+    parser.add_argument(
+        "--profile",
+        choices=("scenario", "local"),
+        help="the preset's settings: scenario (the default with a data input) or local (a small model for a laptop "
+        "CPU; the default on the synthetic demo data)",
+    )
+    parser.add_argument(
+        "--region",
+        default=None,
+        metavar="REGION",
+        help="the region whose list prices the plan uses (default: eastus)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--dry-run",
@@ -98,16 +110,32 @@ def _synthetic_data(spec: PipelineSpec, out: Path) -> Path:
     )
 
 
+def _archive_members(spec: PipelineSpec, overrides: dict[str, str]) -> dict[str, str]:
+    """`glove=ARCHIVE.zip:MEMBER` -> the archive as the file input and the member as the step's glove_member (the
+    archive is what is uploaded and mounted; the script reads the member out of it)."""
+    value = overrides.get("glove", "")
+    archive, separator, member = value.rpartition(".zip:")
+    train = spec.steps.get("train")
+    if not (separator and archive and member) or train is None or "glove_member" not in train.component.inputs:
+        return overrides
+    return {**overrides, "glove": archive + ".zip", "train.glove_member": member}
+
+
 def build(args: argparse.Namespace) -> tuple[PipelineSpec, Path, list[str]]:
     """The validated spec (profile, overrides, data), the --out folder, and notes for the user."""
     from azure_dl.pipeline_spec import apply_overrides, load_pipeline, parse_overrides, validate_inputs
 
     spec = load_pipeline(args.target)
-    overrides = parse_overrides(args.input)
+    overrides = _archive_members(spec, parse_overrides(args.input))
     notes: list[str] = []
-    values = local_profile(spec) if args.local else {}
+    # As with submit: the scenario's settings (the pipeline's own defaults) unless the demo data trains.
+    demo_data = "data" in spec.inputs and spec.inputs["data"].value is None and "data" not in overrides
+    profile = args.profile or ("local" if demo_data else "scenario")
+    values = local_profile(spec) if profile == "local" else {}
     if values:
-        notes.append("local profile: " + ", ".join(f"{k}={v}" for k, v in values.items() if k not in overrides))
+        notes.append("profile: local: " + ", ".join(f"{k}={v}" for k, v in values.items() if k not in overrides))
+    else:
+        notes.append("profile: scenario (the pipeline's inputs as declared; --profile local for a laptop run)")
     spec = apply_overrides(spec, {**values, **overrides})  # checks every value before any file is written
     out = (args.out or Path("runs") / f"{spec.name}-pipeline-{datetime.now(UTC):%Y%m%d-%H%M%S}").resolve()
     if "data" in spec.inputs and spec.inputs["data"].value is None:
@@ -143,11 +171,24 @@ def _run_local(args: argparse.Namespace, spec: PipelineSpec, out: Path, snapshot
     return 0
 
 
+def _local_uploads(spec: PipelineSpec, code: Path) -> list[tuple[str, Path]]:
+    """What submitting uploads: the code snapshot and each data input given as a local path."""
+    from azure_dl.pipeline_spec import DATA_TYPES, is_uri
+
+    items = [("code", code)]
+    for item in spec.inputs.values():
+        if item.type in DATA_TYPES and item.value is not None and not is_uri(str(item.value)):
+            items.append((item.name, Path(str(item.value)).expanduser().resolve()))
+    return items
+
+
 def handle(args: argparse.Namespace) -> int:
+    from azure_dl.cli._job_args import plan_region
     from azure_dl.console import note, print_table
     from azure_dl.pipeline_spec import PLAN_COLUMNS, plan_pipeline, plan_rows, write_pipeline_yaml
     from azure_dl.snapshot import package_dir, stage_snapshot
 
+    region = plan_region(args)
     spec, out, notes = build(args)
     snapshot = stage_snapshot(package_dir("training_scripts"), out / "snapshot")
     path = write_pipeline_yaml(spec, out, code_dir=snapshot.path)
@@ -158,11 +199,13 @@ def handle(args: argparse.Namespace) -> int:
     if args.local:
         return _run_local(args, spec, out, snapshot)
 
-    plan = plan_pipeline(spec)
-    print_table("Plan (nothing has been created or billed yet)", PLAN_COLUMNS, plan_rows(plan))
-    if plan.cost_bound is None:
-        from azure_dl.plan import UNKNOWN_PRICE_HINT
+    from azure_dl.plan import UNKNOWN_PRICE_HINT, uploads_of, uploads_text
 
+    plan = plan_pipeline(spec, region=region)
+    print_table("Plan (nothing has been created or billed yet)", PLAN_COLUMNS, plan_rows(plan))
+    print(f"prices: list prices per VM-hour in {plan.region} ({'; '.join(plan.price_sources) or 'none known'})")
+    print(f"uploads: {uploads_text(uploads_of(_local_uploads(spec, snapshot.path)))}")
+    if plan.cost_bound is None:
         note(f"cost bound unknown: a step's price or VM size is not known; {UNKNOWN_PRICE_HINT}")
     if plan.registers:
         print(f"registers: {', '.join(plan.registers)} (when the quality gate passes)")

@@ -267,3 +267,29 @@ def test_scenario_settings_are_the_scripts_own_defaults(name: str) -> None:
     given = vars(parser.parse_args(["--data", "d", "--output", "o", *preset.scenario_args]))
     assert given == defaults
     assert preset.scenario_args, "the scenario's settings are listed"
+
+
+def test_pipeline_glove_archive_member_is_wired_to_the_train_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import zipfile
+
+    archive = tmp_path / "glove.6B.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("glove.6B.300d.txt", "film 0.1 0.2\n")
+    out = tmp_path / "out"
+    argv = ["pipeline", "lstm", "--input", f"data={reviews(tmp_path / 'r.csv')}"]
+    argv += ["--input", f"glove={archive}:glove.6B.300d.txt", "--dry-run", "--out", str(out)]
+    assert main(argv) == 0
+    document = yaml.safe_load((out / "pipeline.yml").read_text(encoding="utf-8"))
+    assert document["inputs"]["glove"] == {"type": "uri_file", "path": str(archive)}
+    assert document["jobs"]["train"]["inputs"]["glove"] == "${{parent.inputs.glove}}"
+    assert document["jobs"]["train"]["inputs"]["glove_member"] == "glove.6B.300d.txt"
+    printed = capsys.readouterr().out
+    assert "glove " in next(line for line in printed.splitlines() if line.startswith("uploads:"))
+    assert "prices: list prices per VM-hour in eastus" in printed
+
+    from azure.ai.ml import load_job
+
+    job: Any = load_job(out / "pipeline.yml")
+    job._to_rest_object()

@@ -18,6 +18,7 @@ from azure_dl.pipeline_spec import (
     load_component,
     load_pipeline,
     parse_overrides,
+    pipeline_document,
     plan_pipeline,
     plan_rows,
     render_command,
@@ -224,10 +225,13 @@ def test_plan_names_vm_sizes_and_bounds_cost(tmp_path: Path, monkeypatch: pytest
     plan = plan_pipeline(spec)
     train = next(step for step in plan.steps if step.step == "train")
     assert (train.compute, train.vm_size, train.hours) == ("nc4as-t4-v3", "Standard_NC4as_T4_v3", 2.0)
-    # The packaged catalogue has no prices: unknown, never 0.
-    assert train.price_per_hour is None and train.cost_bound is None and plan.cost_bound is None
-    assert plan_rows(plan)[-1][-1] == "unknown"
+    # The packaged catalogue's dated list prices (eastus by default) price every step.
+    assert train.price_per_hour is not None and train.cost_bound == pytest.approx(train.price_per_hour * 2.0)
+    assert plan.cost_bound is not None and plan.region == "eastus" and "retrieved" in plan.price_sources[0]
     assert plan.registers == ("azure-dl-resnet",)
+    # A region without list prices: unknown, never 0.
+    elsewhere = plan_pipeline(spec, region="westeurope")
+    assert elsewhere.cost_bound is None and plan_rows(elsewhere)[-1][-1] == "unknown"
 
     catalogue = tmp_path / "prices.toml"  # test prices, only to check the arithmetic
     catalogue.write_text(
@@ -314,3 +318,32 @@ def test_graph_errors_are_caught_at_load(tmp_path: Path) -> None:
         load_component(bad_command)
     with pytest.raises(SpecError, match="unknown pipeline 'bert'"):
         load_pipeline("bert")
+
+
+def test_a_steps_optional_file_input_is_wired_by_its_name(tmp_path: Path) -> None:
+    """`--input glove=FILE` binds train's optional glove input through a pipeline input, uploaded like data."""
+    glove = tmp_path / "glove.6B.zip"
+    glove.write_bytes(b"zip")
+    spec = apply_overrides(load_pipeline("lstm"), {"glove": str(glove)})
+    assert spec.inputs["glove"].type == "uri_file" and spec.inputs["glove"].value == str(glove)
+    train = spec.steps["train"]
+    assert train.inputs["glove"].kind == "parent" and train.inputs["glove"].value == "glove"
+    command = render_command(
+        train.component, spec.resolve_step_inputs(train) | {"data": "d"}, {"model": "m", "checkpoints": "c"}
+    )
+    assert f"--glove {glove}" in command
+    unset = load_pipeline("lstm")
+    assert "--glove" not in render_command(
+        unset.steps["train"].component,
+        unset.resolve_step_inputs(unset.steps["train"]) | {"data": "d"},
+        {"model": "m", "checkpoints": "c"},
+    )
+    out = tmp_path / "out"
+    validate_inputs(apply_overrides(spec, {"data": "azureml:reviews:1"}), target="azure")
+    document = pipeline_document(spec, out, code_dir=tmp_path)
+    assert document["inputs"]["glove"]["type"] == "uri_file"
+    assert document["jobs"]["train"]["inputs"]["glove"] == "${{parent.inputs.glove}}"
+    resnet = apply_overrides(load_pipeline("resnet"), {"train.pretrained_weights": "azureml:resnet50-weights:1"})
+    assert resnet.inputs["pretrained_weights"].value == "azureml:resnet50-weights:1"
+    with pytest.raises(SpecError, match="pretrained_weights"):
+        apply_overrides(load_pipeline("resnet"), {"train.weights": "x"})
