@@ -1,21 +1,17 @@
-"""Pipeline definitions in pipelines/: load a pipeline and its components, override inputs, validate, render, plan.
+"""Pipeline definitions in pipelines/: the graph as data (ports, components, steps, inputs), loaded and checked.
 
 The YAML files are Azure ML CLI v2 documents (a `type: pipeline` job whose steps reference command components);
 this module reads them as plain data, SDK-free, so the local runner, the dry-run renderer and the Azure adaptor
 all work from the same graph. Pipeline job inputs are literals in that format, so an input's declared type is
-the type of the component inputs it is bound to (or the data type it states). The rendered DIR/pipeline.yml
-inlines the components, points their `code` at the staged snapshot and copies the environments, so the folder
-is self-contained; the plan bounds each step's cost by list price x its time limit.
+the type of the component inputs it is bound to (or the data type it states). Setting inputs from the command
+line is pipeline_inputs.py; rendering DIR/pipeline.yml is pipeline_render.py; the cost plan is pipeline_plan.py.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import os
 import re
-import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,8 +29,8 @@ LITERAL_TYPES = frozenset({"integer", "number", "string", "boolean"})
 _PARENT_INPUT = re.compile(r"^\$\{\{\s*parent\.inputs\.([A-Za-z_]\w*)\s*\}\}$")
 _PARENT_OUTPUT = re.compile(r"^\$\{\{\s*parent\.outputs\.([A-Za-z_]\w*)\s*\}\}$")
 _STEP_OUTPUT = re.compile(r"^\$\{\{\s*parent\.jobs\.([A-Za-z_]\w*)\.outputs\.([A-Za-z_]\w*)\s*\}\}$")
-_COMMAND_REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_]\w*)\s*\}\}")
-_OPTIONAL_BLOCK = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
+COMMAND_REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_]\w*)\s*\}\}")
+OPTIONAL_BLOCK = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
 
 # Data URIs Azure ML accepts for job inputs; anything else is treated as a local path.
 _URI_PATTERNS = {
@@ -220,11 +216,11 @@ def load_component(path: Path) -> Component:
         raise SpecError(f"{where}: only command components with a 'command' are supported")
     inputs = {name: _port(name, spec, where) for name, spec in (raw.get("inputs") or {}).items()}
     outputs = {name: _port(name, spec, where) for name, spec in (raw.get("outputs") or {}).items()}
-    for kind, name in _COMMAND_REF.findall(str(raw["command"])):
+    for kind, name in COMMAND_REF.findall(str(raw["command"])):
         if name not in (inputs if kind == "inputs" else outputs):
             raise SpecError(f"{where}: the command refers to undeclared {kind[:-1]} {name!r}")
-    outside_optional = _OPTIONAL_BLOCK.sub("", str(raw["command"]))
-    for kind, name in _COMMAND_REF.findall(outside_optional):
+    outside_optional = OPTIONAL_BLOCK.sub("", str(raw["command"]))
+    for kind, name in COMMAND_REF.findall(outside_optional):
         if kind == "inputs" and inputs[name].optional:
             raise SpecError(f"{where}: optional input {name!r} must sit inside $[[...]] in the command")
     return Component(path=path, raw=raw, inputs=inputs, outputs=outputs)
@@ -400,7 +396,7 @@ def check_uri(value: str) -> None:
         )
 
 
-def _coerce(item: PipelineInput, text: str) -> Any:
+def coerce_input(item: PipelineInput, text: str) -> Any:
     kind = item.type
     if kind == "integer":
         if not re.fullmatch(r"[+-]?\d+", text.strip()):
@@ -431,327 +427,3 @@ def check_input_value(item: PipelineInput, value: Any) -> None:
             raise SpecError(f"input {item.name!r} must be >= {port.min}; got {value!r}")
         if port.max is not None and isinstance(value, int | float) and value > port.max:
             raise SpecError(f"input {item.name!r} must be <= {port.max}; got {value!r}")
-
-
-def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
-    """`NAME=VALUE` strings (from repeated --input) into a mapping; the last one for a name wins."""
-    parsed: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise SpecError(f"--input expects NAME=VALUE, got {pair!r}")
-        parsed[name.strip()] = value
-    return parsed
-
-
-def apply_overrides(spec: PipelineSpec, overrides: Mapping[str, str]) -> PipelineSpec:
-    """Set inputs from strings, converted and checked against their declared types.
-
-    NAME sets a pipeline input; STEP.INPUT sets one step's component input that the pipeline does not bind to an
-    upstream output (e.g. `train.max_steps=5`, an optional input the pipeline leaves unset).
-    """
-    values: dict[str, Any] = {}
-    for name, text in overrides.items():
-        if "." not in name and name not in spec.inputs:
-            name = _step_file_input(spec, name) or name
-        if "." in name:
-            spec = _override_step_input(spec, name, text)
-            continue
-        item = spec.inputs.get(name)
-        if item is None:
-            valid = "\n    ".join(i.describe() for i in spec.inputs.values())
-            raise SpecError(f"pipeline {spec.name!r} has no input {name!r}; valid inputs:\n    {valid}")
-        value = _coerce(item, text)
-        check_input_value(item, value)
-        values[name] = value
-    return spec.with_inputs(values)
-
-
-def _unbound_file_ports(step: Step) -> list[Port]:
-    return [
-        port
-        for port in step.component.inputs.values()
-        if port.type in DATA_TYPES and port.optional and port.name not in step.inputs
-    ]
-
-
-def _step_file_input(spec: PipelineSpec, name: str) -> str | None:
-    """`glove` -> `train.glove` when exactly one step has an optional file input of that name left unbound."""
-    owners = [step.name for step in spec.steps.values() if any(p.name == name for p in _unbound_file_ports(step))]
-    return f"{owners[0]}.{name}" if len(owners) == 1 else None
-
-
-def _bind_step_file_input(spec: PipelineSpec, step: Step, port: Port, text: str) -> PipelineSpec:
-    """An optional file input of a step (train.glove) becomes a pipeline input of the same name bound to it, so it
-    is uploaded, checked and rendered exactly like `data`; left unset, the step's `$[[...]]` block drops out."""
-    name = port.name if port.name not in spec.inputs else f"{step.name}_{port.name}"
-    if not text.strip():
-        raise SpecError(f"empty value for --input {step.name}.{port.name}", hint="give a path or URI")
-    item = PipelineInput(name, port.type, text, (port,))
-    steps = dict(spec.steps)
-    steps[step.name] = replace(step, inputs={**step.inputs, port.name: Binding("parent", value=name)})
-    return replace(spec, steps=steps, inputs={**spec.inputs, name: item})
-
-
-def _override_step_input(spec: PipelineSpec, name: str, text: str) -> PipelineSpec:
-    step_name, _, port_name = name.partition(".")
-    step = spec.steps.get(step_name)
-    if step is None:
-        raise SpecError(
-            f"pipeline {spec.name!r} has no step {step_name!r} (in --input {name}); steps: {', '.join(spec.steps)}"
-        )
-    port = step.component.inputs.get(port_name)
-    if port is not None and port in _unbound_file_ports(step):
-        return _bind_step_file_input(spec, step, port, text)
-    if port is None or port.type in DATA_TYPES:
-        literal = [p.describe() for p in _literal_ports(step)]
-        literal += [f"{p.name} ({p.type}, optional)" for p in _unbound_file_ports(step)]
-        raise SpecError(
-            f"step {step_name!r} has no settable input {port_name!r}",
-            hint=f"settable inputs of {step_name}: {', '.join(literal) or 'none'}",
-        )
-    item = PipelineInput(name, port.type, None, (port,))
-    value = _coerce(item, text)
-    check_input_value(item, value)
-    steps = dict(spec.steps)
-    steps[step_name] = replace(step, inputs={**step.inputs, port_name: Binding("literal", value=value)})
-    return replace(spec, steps=steps)
-
-
-def _literal_ports(step: Step) -> list[PipelineInput]:
-    return [
-        PipelineInput(port.name, port.type, port.default)
-        for port in step.component.inputs.values()
-        if port.type not in DATA_TYPES
-    ]
-
-
-def validate_inputs(spec: PipelineSpec, *, target: Literal["local", "azure"], base_dir: Path | None = None) -> None:
-    """Data inputs exist (local paths) or are well-formed URIs; a local run needs local data."""
-    base = base_dir or Path.cwd()
-    for item in spec.inputs.values():
-        if item.type not in DATA_TYPES:
-            if item.value is None and any(not p.optional for p in item.ports):
-                raise SpecError(f"input {item.name!r} has no value", hint=f"set it with --input {item.name}=VALUE")
-            continue
-        if item.value is None or str(item.value) == "":
-            raise SpecError(f"data input {item.name!r} has no value", hint=f"set it with --input {item.name}=PATH")
-        text = str(item.value)
-        if is_uri(text):
-            check_uri(text)
-            if target == "local":
-                raise SpecError(
-                    f"input {item.name!r} is a remote URI ({text}); a local run reads local files",
-                    hint=f"download it and pass --input {item.name}=PATH",
-                )
-            continue
-        path = Path(text).expanduser()
-        path = path if path.is_absolute() else base / path
-        if not path.exists():
-            raise SpecError(f"input {item.name!r}: local path {str(path)!r} does not exist")
-        if item.type == "uri_folder" and not path.is_dir():
-            raise SpecError(f"input {item.name!r} is a uri_folder but {str(path)!r} is a file")
-        if item.type == "uri_file" and not path.is_file():
-            raise SpecError(f"input {item.name!r} is a uri_file but {str(path)!r} is not a file")
-
-
-def render_command(component: Component, inputs: Mapping[str, Any], outputs: Mapping[str, str]) -> str:
-    """The component's command with ${{inputs.x}}/${{outputs.y}} replaced, as Azure ML does on a node.
-
-    A `$[[...]]` block is kept only when every input it mentions has a value (Azure ML's optional arguments).
-    """
-
-    def has_value(name: str) -> bool:
-        value = inputs.get(name, component.inputs[name].default)
-        return value is not None and value != ""
-
-    def optional_block(match: re.Match[str]) -> str:
-        names = [name for kind, name in _COMMAND_REF.findall(match.group(1)) if kind == "inputs"]
-        return match.group(1) if all(has_value(name) for name in names) else ""
-
-    def substitute(match: re.Match[str]) -> str:
-        kind, name = match.groups()
-        if kind == "outputs":
-            return shlex.quote(str(outputs[name]))
-        value = inputs.get(name, component.inputs[name].default)
-        if value is None:
-            raise SpecError(f"component {component.name!r}: input {name!r} has no value")
-        return shlex.quote(_format_literal(value))
-
-    text = _OPTIONAL_BLOCK.sub(optional_block, component.command)
-    return " ".join(_COMMAND_REF.sub(substitute, text).split())
-
-
-def _format_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    return str(value)
-
-
-def command_argv(command: str, python: str) -> list[str]:
-    """Split a rendered command; a leading `python` becomes the given interpreter (the local virtual env)."""
-    argv = shlex.split(command)
-    if argv and argv[0] in ("python", "python3"):
-        argv[0] = python
-    return argv
-
-
-# ------------------------------------------------------------------------------------------------------ rendering
-RENDER_HEADER = (
-    "# Rendered by azure-dl from {source}: components inlined, code = the staged snapshot. Submit it with\n"
-    "# `azure-dl pipeline {name}` (or `az ml job create --file {file}`).\n"
-)
-
-
-def _relative(path: Path, base: Path) -> str:
-    """`path` relative to the YAML's folder when inside it (portable), else absolute."""
-    path, base = path.resolve(), base.resolve()
-    if path == base or base in path.parents:
-        return Path(os.path.relpath(path, base)).as_posix()
-    return path.as_posix()
-
-
-def _inline_component(component: Component, out_dir: Path, code_dir: Path, envs: dict[str, Any]) -> dict[str, Any]:
-    from azure_dl.environments import environment_spec
-
-    inline = copy.deepcopy(component.raw)
-    inline.pop("$schema", None)
-    inline["code"] = _relative(code_dir, out_dir)
-    environment = inline.get("environment")
-    if isinstance(environment, dict) and environment.get("conda_file"):
-        # Components name an environments/<name>/conda.yml; the image comes from that folder's environment.yml.
-        name = Path(str(environment["conda_file"])).parent.name
-        if name not in envs:
-            envs[name] = environment_spec(name, copy_to=out_dir / "environments")
-        env = envs[name]
-        inline["environment"] = {"image": env.image, "conda_file": _relative(Path(env.conda_file), out_dir)}
-    return inline
-
-
-def pipeline_document(spec: PipelineSpec, out_dir: Path, *, code_dir: Path) -> dict[str, Any]:
-    """The pipeline job as plain data, self-contained relative to `out_dir` (environments copied there)."""
-    document = copy.deepcopy(spec.raw)
-    inputs: dict[str, Any] = {}
-    for item in spec.inputs.values():
-        if item.type not in DATA_TYPES:
-            inputs[item.name] = item.value
-            continue
-        entry: dict[str, Any] = {"type": item.type}
-        if item.value is not None:
-            text = str(item.value)
-            entry["path"] = text if is_uri(text) else _relative(Path(text).expanduser(), out_dir)
-        inputs[item.name] = entry
-    document["inputs"] = inputs
-    environments: dict[str, Any] = {}
-    jobs: dict[str, Any] = {}
-    for step in spec.steps.values():
-        node = copy.deepcopy(step.raw)
-        node["component"] = _inline_component(step.component, out_dir, code_dir, environments)
-        for port, binding in step.inputs.items():
-            if binding.kind == "literal":
-                node.setdefault("inputs", {})[port] = binding.value
-            elif binding.kind == "parent":  # a file input bound by --input (the YAML's own bindings are kept)
-                node.setdefault("inputs", {}).setdefault(port, f"${{{{parent.inputs.{binding.value}}}}}")
-        jobs[step.name] = node
-    document["jobs"] = jobs
-    return document
-
-
-def write_pipeline_yaml(spec: PipelineSpec, out_dir: Path, *, code_dir: Path, name: str = "pipeline.yml") -> Path:
-    """Render DIR/pipeline.yml (what the dry-run shows and the Azure adaptor submits)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    document = pipeline_document(spec, out_dir, code_dir=code_dir)
-    body = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=100_000, allow_unicode=True)
-    source = spec.path.relative_to(PIPELINES_DIR.parent) if PIPELINES_DIR.parent in spec.path.parents else spec.path
-    path = out_dir / name
-    path.write_text(RENDER_HEADER.format(source=source, name=spec.name, file=name) + body, encoding="utf-8")
-    return path
-
-
-# ----------------------------------------------------------------------------------------------------------- plan
-@dataclass(frozen=True)
-class StepPlan:
-    """One step of the plan: where it runs and the most it can cost (None = unknown)."""
-
-    step: str
-    component: str
-    compute: str
-    vm_size: str | None
-    vm_summary: str
-    hours: float | None
-    price_per_hour: float | None
-    cost_bound: float | None
-
-
-@dataclass(frozen=True)
-class PipelinePlan:
-    name: str
-    experiment: str
-    steps: tuple[StepPlan, ...]
-    registers: tuple[str, ...]
-    region: str = "eastus"
-    price_sources: tuple[str, ...] = ()  # where the steps' prices come from, with their dates
-
-    @property
-    def cost_bound(self) -> float | None:
-        bounds = [step.cost_bound for step in self.steps]
-        return None if any(b is None for b in bounds) else sum(b for b in bounds if b is not None)
-
-
-def _vm_for_compute(compute: str) -> Any:
-    """The catalogue size a cluster is named after (azure-dl names one cluster per size), or None."""
-    from azure_dl.catalog import list_vm_sizes
-
-    return next((size for size in list_vm_sizes() if size.compute_name == compute), None)
-
-
-def _timeout_hours(step: Step) -> float | None:
-    timeout = (step.raw.get("limits") or {}).get("timeout")
-    return float(timeout) / 3600 if isinstance(timeout, int | float) else None
-
-
-def plan_pipeline(spec: PipelineSpec, *, region: str = "eastus") -> PipelinePlan:
-    """Per step: compute, VM size from the catalogue, time limit and cost bound = list price in `region` x limit."""
-    steps = []
-    sources: set[str] = set()
-    for step in spec.steps.values():
-        compute = spec.compute_of(step) or "default compute"
-        vm = _vm_for_compute(compute.removeprefix("azureml:"))
-        hours = _timeout_hours(step)
-        quote = vm.price_in(region) if vm is not None else None
-        price = quote.per_hour if quote is not None else None
-        if quote is not None:
-            sources.add(quote.source)
-        summary = f"{vm.gpu_summary}, {vm.vcpus} vCPUs" if vm is not None else "unknown (not a catalogue-named cluster)"
-        steps.append(
-            StepPlan(
-                step=step.name,
-                component=str(step.component.raw.get("display_name") or step.component.name),
-                compute=compute,
-                vm_size=vm.name if vm is not None else None,
-                vm_summary=summary,
-                hours=hours,
-                price_per_hour=price,
-                cost_bound=price * hours if price is not None and hours is not None else None,
-            )
-        )
-    registers = tuple(o.model_name for o in spec.outputs.values() if o.type == "custom_model" and o.model_name)
-    experiment = str(spec.raw.get("experiment_name") or spec.name)
-    return PipelinePlan(spec.name, experiment, tuple(steps), registers, region, tuple(sorted(sources)))
-
-
-def plan_rows(plan: PipelinePlan) -> list[list[str]]:
-    def money(value: float | None) -> str:
-        return f"{value:.2f} USD" if value is not None else "unknown"
-
-    rows = []
-    for step in plan.steps:
-        price = f"{step.price_per_hour:.4f}/h" if step.price_per_hour is not None else "unknown"
-        hours = f"{step.hours:g} h" if step.hours is not None else "no limit"
-        size = f"{step.vm_size} ({step.vm_summary})" if step.vm_size else step.vm_summary
-        rows.append([step.step, step.component, step.compute, size, hours, price, money(step.cost_bound)])
-    rows.append(["total", "", "", "", "", "", money(plan.cost_bound)])
-    return rows
-
-
-PLAN_COLUMNS = ("step", "component", "compute", "VM size", "time limit", "price (USD)", "cost bound")

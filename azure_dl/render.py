@@ -278,9 +278,9 @@ def _format_value(value: Any) -> str:
 
 def to_yaml(document: Mapping[str, Any], name: str = "job.yml") -> str:
     """Deterministic YAML text: keys in the order rendered (readable), no flow style, no line wrapping."""
-    import yaml
+    from azure_dl.yaml_text import dump_yaml
 
-    body = yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False, width=100_000, allow_unicode=True)
+    body = dump_yaml(document)
     return HEADER.format(name=name) + body
 
 

@@ -90,9 +90,9 @@ def render_deployment(spec: DeploymentSpec, yaml_dir: Path) -> dict[str, Any]:
 
 def to_yaml(document: Mapping[str, Any], name: str, command: str) -> str:
     """Deterministic YAML text with a header saying which `az ml` command reads it."""
-    import yaml
+    from azure_dl.yaml_text import dump_yaml
 
-    body = yaml.safe_dump(dict(document), sort_keys=False, default_flow_style=False, width=100_000, allow_unicode=True)
+    body = dump_yaml(document)
     return HEADER.format(command=command, name=name) + body
 
 

@@ -123,7 +123,8 @@ def _archive_members(spec: PipelineSpec, overrides: dict[str, str]) -> dict[str,
 
 def build(args: argparse.Namespace) -> tuple[PipelineSpec, Path, list[str]]:
     """The validated spec (profile, overrides, data), the --out folder, and notes for the user."""
-    from azure_dl.pipeline_spec import apply_overrides, load_pipeline, parse_overrides, validate_inputs
+    from azure_dl.pipeline_inputs import apply_overrides, parse_overrides, validate_inputs
+    from azure_dl.pipeline_spec import load_pipeline
 
     spec = load_pipeline(args.target)
     overrides = _archive_members(spec, parse_overrides(args.input))
@@ -185,7 +186,8 @@ def _local_uploads(spec: PipelineSpec, code: Path) -> list[tuple[str, Path]]:
 def handle(args: argparse.Namespace) -> int:
     from azure_dl.cli._job_args import plan_region
     from azure_dl.console import note, print_table
-    from azure_dl.pipeline_spec import PLAN_COLUMNS, plan_pipeline, plan_rows, write_pipeline_yaml
+    from azure_dl.pipeline_plan import PLAN_COLUMNS, plan_pipeline, plan_rows
+    from azure_dl.pipeline_render import write_pipeline_yaml
     from azure_dl.snapshot import package_dir, stage_snapshot
 
     region = plan_region(args)

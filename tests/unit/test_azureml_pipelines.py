@@ -11,7 +11,9 @@ import pytest
 from azure_dl.backends.azureml import client as client_module
 from azure_dl.backends.azureml.pipelines import load_pipeline_yaml, submit_pipeline_yaml
 from azure_dl.errors import ConfigError, SpecError
-from azure_dl.pipeline_spec import apply_overrides, load_pipeline, write_pipeline_yaml
+from azure_dl.pipeline_inputs import apply_overrides
+from azure_dl.pipeline_render import write_pipeline_yaml
+from azure_dl.pipeline_spec import load_pipeline
 from tests.azure_fakes import (
     FakeComputeOperations,
     FakeJobOperations,

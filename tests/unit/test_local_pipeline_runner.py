@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from azure_dl.backends.local.pipeline import PipelineRun, run_pipeline, summary_rows
-from azure_dl.pipeline_spec import PipelineSpec, apply_overrides, load_pipeline
+from azure_dl.pipeline_inputs import apply_overrides
+from azure_dl.pipeline_spec import PipelineSpec, load_pipeline
 
 # Each toy step is one `python -c` program; its arguments come from ${{inputs.x}} / ${{outputs.y}}.
 COMPONENTS = {
@@ -207,7 +208,7 @@ def test_a_failing_step_stops_its_downstream_and_names_its_log(toy: dict[str, ob
 
 def test_missing_local_data_is_a_clear_error(tmp_path: Path) -> None:
     from azure_dl.errors import SpecError
-    from azure_dl.pipeline_spec import validate_inputs
+    from azure_dl.pipeline_inputs import validate_inputs
 
     spec = load_pipeline("resnet")
     with pytest.raises(SpecError, match="data input 'data' has no value"):

@@ -11,20 +11,10 @@ import pytest
 import yaml
 
 from azure_dl.errors import SpecError
-from azure_dl.pipeline_spec import (
-    PIPELINES_DIR,
-    PRESETS,
-    apply_overrides,
-    load_component,
-    load_pipeline,
-    parse_overrides,
-    pipeline_document,
-    plan_pipeline,
-    plan_rows,
-    render_command,
-    validate_inputs,
-    write_pipeline_yaml,
-)
+from azure_dl.pipeline_inputs import apply_overrides, parse_overrides, validate_inputs
+from azure_dl.pipeline_plan import plan_pipeline, plan_rows
+from azure_dl.pipeline_render import pipeline_document, render_command, write_pipeline_yaml
+from azure_dl.pipeline_spec import PIPELINES_DIR, PRESETS, load_component, load_pipeline
 from tests.golden_utils import assert_golden, normalise
 
 pytestmark = pytest.mark.filterwarnings(

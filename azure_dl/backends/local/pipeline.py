@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from azure_dl.errors import AzureDLError
-from azure_dl.pipeline_spec import DATA_TYPES, PipelineSpec, Step, command_argv, render_command
+from azure_dl.pipeline_render import command_argv, render_command
+from azure_dl.pipeline_spec import DATA_TYPES, PipelineSpec, Step
 
 StepStatus = Literal["ran", "reused", "failed", "skipped"]
 CACHE_ENV_VAR = "AZURE_DL_PIPELINE_CACHE"
