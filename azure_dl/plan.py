@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from azure_dl.catalog import DEFAULT_REGION, LOW_PRIORITY_NOTE
-from azure_dl.spec import JobSpec, SweepSpec
+from azure_dl.spec import JobSpec
+from azure_dl.sweep_spec import SweepSpec
 
 UNKNOWN_PRICE_HINT = "run `azure-dl catalog refresh --region REGION` to fetch list prices"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from azure_dl.errors import SpecError
-from azure_dl.spec import PLACEHOLDER, EarlyTermination, JobSpec, SearchParam, SweepSpec
+from azure_dl.spec import PLACEHOLDER, JobSpec
+from azure_dl.sweep_spec import EarlyTermination, SearchParam, SweepSpec
 
 COMMAND_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
 SWEEP_SCHEMA = "https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json"

@@ -22,8 +22,8 @@ from azure_dl.cli._job_args import (
 from azure_dl.errors import SpecError
 
 if TYPE_CHECKING:
-    from azure_dl.spec import SearchParam, SweepSpec
     from azure_dl.staging import Target
+    from azure_dl.sweep_spec import SearchParam, SweepSpec
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -72,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------------------- building
 def search_space(args: argparse.Namespace, target: Target) -> tuple[SearchParam, ...]:
-    from azure_dl.spec import SearchParam
+    from azure_dl.sweep_spec import SearchParam
 
     texts = list(args.search)
     if not texts:
@@ -84,7 +84,7 @@ def search_space(args: argparse.Namespace, target: Target) -> tuple[SearchParam,
 
 def sweep_factory(args: argparse.Namespace, target: Target, space: tuple[SearchParam, ...]) -> Any:
     """A function trial JobSpec -> SweepSpec with the flags' settings (validated on every call)."""
-    from azure_dl.spec import EarlyTermination, SweepSpec
+    from azure_dl.sweep_spec import EarlyTermination, SweepSpec
 
     preset = target.preset
     metric = args.metric or (preset.primary_metric if preset else None)

@@ -16,7 +16,7 @@ from azure_dl import catalog, staging
 from azure_dl.backends.local import jobs as local_jobs
 from azure_dl.backends.local.sweep import local_trials, read_metric, sample_value
 from azure_dl.cli.main import main
-from azure_dl.spec import SearchParam
+from azure_dl.sweep_spec import SearchParam
 from tests.golden_utils import assert_golden, normalise
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -164,7 +164,8 @@ def test_sample_values_stay_in_their_distribution() -> None:
 
 
 def test_local_trials_are_reproducible_and_grid_is_exhaustive(tmp_path: Path) -> None:
-    from azure_dl.spec import EnvironmentSpec, JobSpec, SweepSpec
+    from azure_dl.spec import EnvironmentSpec, JobSpec
+    from azure_dl.sweep_spec import SweepSpec
 
     (tmp_path / "t.py").write_text("")
     trial = JobSpec(

@@ -11,7 +11,8 @@ import pytest
 from azure_dl import catalog
 from azure_dl.console import print_key_values
 from azure_dl.plan import plan_job, plan_sweep
-from azure_dl.spec import EnvironmentSpec, JobSpec, OutputSpec, SearchParam, SweepSpec
+from azure_dl.spec import EnvironmentSpec, JobSpec, OutputSpec
+from azure_dl.sweep_spec import SearchParam, SweepSpec
 
 
 @pytest.fixture

@@ -15,14 +15,12 @@ from azure_dl.environments import environment_spec
 from azure_dl.errors import SpecError
 from azure_dl.render import command_string, local_command, render_job, render_sweep, to_yaml, write_yaml
 from azure_dl.spec import (
-    EarlyTermination,
     EnvironmentSpec,
     InputSpec,
     JobSpec,
     OutputSpec,
-    SearchParam,
-    SweepSpec,
 )
+from azure_dl.sweep_spec import EarlyTermination, SearchParam, SweepSpec
 
 
 @pytest.fixture(autouse=True)

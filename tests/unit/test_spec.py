@@ -11,16 +11,14 @@ import pytest
 from azure_dl import catalog
 from azure_dl.errors import SpecError
 from azure_dl.spec import (
-    EarlyTermination,
     EnvironmentSpec,
     InputSpec,
     JobSpec,
     OutputSpec,
-    SearchParam,
-    SweepSpec,
     classify_input,
     infer_input_kind,
 )
+from azure_dl.sweep_spec import EarlyTermination, SearchParam, SweepSpec
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from azure_dl.spec import SearchParam, SweepSpec
+    from azure_dl.sweep_spec import SearchParam, SweepSpec
 
 
 def sample_value(param: SearchParam, rng: random.Random) -> Any:
