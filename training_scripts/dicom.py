@@ -92,7 +92,7 @@ def decode_dicom(stream: IO[bytes], label: str, max_pixels: int | None = None, *
     except MemoryError:
         raise
     except Exception as exc:  # pydicom's LUT code raises ValueError, KeyError, IndexError... on bad attributes
-        raise ImageDecodeError(f"cannot decode DICOM image {label}: {type(exc).__name__}: {exc}") from exc
+        raise ImageDecodeError(f"cannot decode DICOM image {label}: {_describe(exc)}") from exc
 
 
 def check_dicom(path: str | os.PathLike[str], max_pixels: int | None = None, *, frame: int = 0) -> None:
@@ -129,7 +129,14 @@ def _read(stream: IO[bytes], label: str, max_pixels: int | None, frame: int = 0)
         raise
     # Untrusted bytes: pydicom raises many types (InvalidDicomError, ValueError, EOFError, AttributeError, ...).
     except Exception as exc:
-        raise ImageDecodeError(f"cannot decode DICOM image {label}: {type(exc).__name__}: {exc}") from exc
+        raise ImageDecodeError(f"cannot decode DICOM image {label}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException, width: int = 600) -> str:
+    """An exception as one line: pydicom lists each plugin's failure on its own line, and the reason ends up in a
+    training log line and a 400's JSON message."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _check_header(ds: Any, label: str, max_pixels: int | None, pixels: ModuleType) -> None:
