@@ -4,7 +4,7 @@ PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint unit integration bench clean lock
+.PHONY: install demo test lint unit integration bench clean lock fuzz
 
 # One pip call resolves every package together (installed one after another, the OpenTelemetry pins of
 # mlflow and the inference server clash). Reinstalled whenever the constraints or pyproject change.
@@ -47,3 +47,7 @@ lock:
 	( echo "# Every version, resolved together in one pip call (see Makefile). Regenerate: make lock"; \
 	  /tmp/azure-dl-lock/bin/python -m pip freeze --exclude-editable | grep -v -E '^(azure-dl|pip|setuptools|wheel)[= ]' \
 	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' ) > requirements/constraints.txt
+
+## Property-based fuzzing: the hypothesis tests with 10,000 examples per property (the suite runs 200).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PYTHON) -m pytest -q tests/unit/test_fuzz_*.py

@@ -13,6 +13,7 @@ MODULES = (
     "bench_training",
     "bench_decode",
     "bench_image_cache",
+    "bench_dicom_coverage",
     "bench_onnx_vs_torch",
     "bench_quantization",
     "bench_endpoint",

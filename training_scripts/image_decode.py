@@ -42,7 +42,9 @@ def _source_name(source: ImageSource, name: str | None) -> str:
     return os.fspath(source)
 
 
-def open_image(source: ImageSource, *, max_pixels: int | None = None, name: str | None = None) -> Image.Image:
+def open_image(
+    source: ImageSource, *, max_pixels: int | None = None, name: str | None = None, frame: int = 0
+) -> Image.Image:
     """Decode a file path or raw bytes into an 8-bit RGB image, whatever the stored mode.
 
     - EXIF orientation is applied (phone photos and some scanners store it instead of rotating pixels);
@@ -54,6 +56,7 @@ def open_image(source: ImageSource, *, max_pixels: int | None = None, name: str 
     - CMYK, palette, 1-bit and other modes go through PIL's conversion to RGB.
     - DICOM (a .dcm name, or the "DICM" marker at byte 128) is decoded with pydicom: see training_scripts/dicom.py.
       Without pydicom it raises MissingDecoderError, which names the file and the package to install.
+    - `frame` (0-based) picks a frame of a multi-frame DICOM; every other format has only frame 0.
 
     Raises ImageDecodeError (naming the file, or `name` for bytes) for corrupt, truncated or non-image data,
     and ImageTooLargeError when width * height exceeds `max_pixels`. PIL's own global bomb limit
@@ -61,17 +64,19 @@ def open_image(source: ImageSource, *, max_pixels: int | None = None, name: str 
     """
     label = _source_name(source, name)
     if isinstance(source, bytes | bytearray | memoryview):
-        return _decode(io.BytesIO(bytes(source)), label, max_pixels, named_dicom=False)
+        return _decode(io.BytesIO(bytes(source)), label, max_pixels, named_dicom=False, frame=frame)
     with Path(source).open("rb") as handle:  # OSError for a missing file stays an OSError
-        return _decode(handle, label, max_pixels, named_dicom=is_dicom_file(source))
+        return _decode(handle, label, max_pixels, named_dicom=is_dicom_file(source), frame=frame)
 
 
-def _decode(stream: IO[bytes], label: str, max_pixels: int | None, *, named_dicom: bool) -> Image.Image:
+def _decode(stream: IO[bytes], label: str, max_pixels: int | None, *, named_dicom: bool, frame: int) -> Image.Image:
     if named_dicom or has_dicom_magic(_peek(stream, DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))):
         # Imported here: pydicom is optional and only needed when a DICOM file is met.
         from training_scripts.dicom import decode_dicom
 
-        return decode_dicom(stream, label, max_pixels)
+        return decode_dicom(stream, label, max_pixels, frame=frame)
+    if frame != 0:
+        raise ImageDecodeError(f"cannot decode image {label}: frame {frame} asked for, but only DICOM has frames")
     try:
         img: Image.Image = Image.open(stream)
         width, height = img.size

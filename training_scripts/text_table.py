@@ -157,13 +157,19 @@ def _read_jsonl(
     skipped: list[tuple[int, str]] = []
     keys_seen: set[str] = set()
     found = {text_column: False, label_column: False}
-    for number, line in enumerate(content.splitlines(), start=1):
+    # JSON Lines are separated by "\n" only: str.splitlines() would also split at U+2028, U+0085 and other
+    # separators, which JSON allows unescaped inside strings (json.dumps(ensure_ascii=False) writes them so).
+    for number, line in enumerate(content.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             skipped.append((number, f"invalid JSON ({exc.msg}, column {exc.colno})"))
+            continue
+        except RecursionError:
+            skipped.append((number, "invalid JSON (nested deeper than the parser's recursion limit)"))
             continue
         if not isinstance(record, dict):
             skipped.append((number, f"expected a JSON object, found {type(record).__name__}"))

@@ -141,8 +141,10 @@ def test_broken_and_oversized_files_raise_per_file_errors(tmp_path: Path) -> Non
         open_image(path)
     with pytest.raises(ImageTooLargeError, match=r"256x8 = 2048 pixels, more than the limit of 2047"):
         open_image(data, max_pixels=2047)
-    with pytest.raises(ImageDecodeError, match="photometric interpretation 'PALETTE COLOR' is not supported"):
+    with pytest.raises(ImageDecodeError, match="PALETTE COLOR but lacks RedPaletteColorLookupTableDescriptor"):
         open_image(dicom_bytes(RAMP, "PALETTE COLOR"))
+    with pytest.raises(ImageDecodeError, match="photometric interpretation 'HSV' is not supported"):
+        open_image(dicom_bytes(RAMP, "HSV"))
 
 
 def test_a_compressed_transfer_syntax_without_its_plugin_is_a_clear_per_file_error(tmp_path: Path) -> None:

@@ -139,3 +139,23 @@ def test_label_names_and_ids() -> None:
         label_ids(["a", "c"], ["a", "b"])
     with pytest.raises(DatasetError, match="'b' have no samples"):
         label_ids(["a", "a", "c"], ["a", "b", "c"], source="test.csv")
+
+
+def test_jsonl_texts_holding_unicode_line_separators_stay_one_record(tmp_path: Path) -> None:
+    # Found by tests/unit/test_fuzz_text_table.py: str.splitlines() split records at U+2028 and U+0085.
+    records = [{"text": "a\u2028b", "label": "x"}, {"text": "c\x85d\u2029", "label": "y"}]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\r\n", encoding="utf-8")
+    table = read_text_table(path)
+    assert table.texts == ["a\u2028b", "c\x85d\u2029"] and table.skipped == []
+
+
+def test_jsonl_line_nested_too_deeply_is_skipped_not_a_crash(tmp_path: Path) -> None:
+    # Found by tests/unit/test_fuzz_text_table.py: json.loads raised RecursionError through the reader.
+    path = tmp_path / "t.jsonl"
+    good = '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n'
+    path.write_text(good + '{"text": "c", "label": ' + "[" * 100_000 + "\n", encoding="utf-8")
+    table = read_text_table(path)
+    assert table.texts == ["a", "b"] and table.skipped == [
+        (3, "invalid JSON (nested deeper than the parser's recursion limit)")
+    ]
