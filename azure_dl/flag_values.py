@@ -43,4 +43,9 @@ def parse_min_metric(text: str) -> tuple[str, float]:
         threshold = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--min-metric {name}: {value!r} is not a number") from None
+    # Every gate metric is a fraction: NaN would let every model pass (value < NaN is False), 80 none.
+    if not 0.0 <= threshold <= 1.0:  # also False for NaN
+        raise argparse.ArgumentTypeError(
+            f"--min-metric {name}: {value!r} is not between 0 and 1 (the metrics are fractions, e.g. {name}=0.8)"
+        )
     return name, threshold

@@ -59,12 +59,6 @@ def test_any_min_metric_text_is_parsed_or_an_argparse_error(text: str) -> None:
     assert name in GATE_METRICS and isinstance(threshold, float)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="azure_dl/flag_values.py (read-only for this branch) accepts NaN, infinite and out-of-range gate "
-    "thresholds: with '--min-metric macro_f1=nan' every model passes (training_scripts/gate.py refuses only when "
-    "value < threshold, which is False for NaN) and 'macro_f1=80' no model does; fix: refuse a threshold outside 0..1",
-)
 @given(metric=st.sampled_from(GATE_METRICS), value=st.sampled_from(["nan", "inf", "-inf", "80", "-0.5", "1e9"]))
 @example(metric="macro_f1", value="nan")
 def test_a_gate_threshold_outside_0_to_1_is_refused(metric: str, value: str) -> None:
