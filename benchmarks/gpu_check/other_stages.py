@@ -44,12 +44,19 @@ def environment(ctx: StageContext) -> dict[str, Any]:
             memory_gib=round(props.total_memory / 1024**3, 1),
             multiprocessors=props.multi_processor_count,
             bf16_supported=torch.cuda.is_bf16_supported(),
-            nccl=".".join(str(v) for v in torch.cuda.nccl.version()) if dist.is_nccl_available() else None,
+            nccl=_nccl_version(),
             peak_bf16_tflops=None if peak is None else peak / 1e12,
         )
     else:
         record.update(device_name=platform.processor() or "cpu", bf16_supported=None, nccl=None)
     return record
+
+
+def _nccl_version() -> str | None:
+    if not dist.is_nccl_available():
+        return None
+    version = torch.cuda.nccl.version()  # a tuple in recent torch, one packed int in older releases
+    return ".".join(str(v) for v in version) if isinstance(version, tuple) else str(version)
 
 
 def _version_of(module: str) -> str | None:

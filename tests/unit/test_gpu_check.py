@@ -188,3 +188,11 @@ def test_no_gpu_run_without_cuda_explains_itself(capsys: pytest.CaptureFixture[s
         pytest.skip("this machine has CUDA")
     assert runner.main([]) == 2
     assert "--smoke" in capsys.readouterr().err
+
+
+def test_the_benchmarks_page_keeps_its_gpu_check_section_when_regenerated() -> None:
+    from benchmarks.report import render
+
+    page = render([])
+    assert "## GPU check" in page and "make gpu-check" in page
+    assert page.split("## GPU check", 1)[1] in (REPO / "docs" / "benchmarks.md").read_text()
