@@ -413,6 +413,33 @@ def _toml_table(entry: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def priced_regions(user_path: Path | None = None) -> tuple[str, ...]:
+    """Every region some catalogued size has a list price in, sorted."""
+    return tuple(sorted({region for size in load_catalog(user_path).values() for region in size.priced_regions}))
+
+
+def check_region(region: str, *, user_path: Path | None = None) -> str:
+    """`region` normalised (lower case, no spaces), or a SpecError naming the regions the catalogue prices.
+
+    A region no size is priced in would give every plan an unknown cost: that is almost always a typo.
+    """
+    key = region.strip().lower().replace(" ", "")
+    known = priced_regions(user_path)
+    if key in known:
+        return key
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    raise SpecError(
+        f"no list prices for region {region!r}" + (f"; did you mean {', '.join(close)}?" if close else ""),
+        hint=f"priced regions: {', '.join(known)}; `azure-dl catalog refresh --region {key}` fetches that "
+        "region's prices where prices.azure.com is reachable",
+    )
+
+
+def describe_price(price: Price, unit: str = "VM-hour") -> str:
+    """E.g. '0.5260 USD per VM-hour in eastus (skypilot-catalog ..., retrieved 2026-12-06)'."""
+    return f"{price.per_hour:.4f} USD per {unit} in {price.region} ({price.source})"
+
+
 def as_row(size: VMSize, region: str = DEFAULT_REGION) -> dict[str, str]:
     """The size as display strings (for `catalog list`), priced in `region`."""
     quote = size.price_in(region)

@@ -7,11 +7,64 @@ and "every concurrent slot is busy until the sweep's timeout". An unknown price 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+from azure_dl.catalog import DEFAULT_REGION, LOW_PRIORITY_NOTE
 from azure_dl.spec import JobSpec, SweepSpec
 
 UNKNOWN_PRICE_HINT = "run `azure-dl catalog refresh --region REGION` to fetch list prices"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local file or folder that submitting uploads (the code snapshot, local inputs), with its size."""
+
+    name: str
+    path: Path
+    size_bytes: int
+
+
+def tree_size(path: Path) -> int:
+    """Bytes under `path` (a file's own size); symlinks are not followed, as the upload does not follow them."""
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            file = Path(root) / name
+            if not file.is_symlink():
+                total += file.stat().st_size
+    return total
+
+
+def job_uploads(spec: JobSpec) -> tuple[Upload, ...]:
+    """What submitting `spec` uploads: its code folder and each local input."""
+    items = [("code", spec.code)] + [(name, Path(entry.value)) for name, entry in spec.inputs.items() if entry.is_local]
+    return uploads_of(items)
+
+
+def uploads_of(items: Iterable[tuple[str, Path]]) -> tuple[Upload, ...]:
+    return tuple(Upload(name, path, tree_size(path)) for name, path in items)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            break
+        value /= 1024
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def uploads_text(uploads: Iterable[Upload]) -> str:
+    items = list(uploads)
+    if not items:
+        return "nothing (every input is already in Azure)"
+    parts = ", ".join(f"{item.name} {human_size(item.size_bytes)}" for item in items)
+    return f"{parts}; total {human_size(sum(item.size_bytes for item in items))}"
 
 
 @dataclass(frozen=True)
@@ -32,13 +85,19 @@ class CostPlan:
     cost_bound: float | None
     low_priority: bool
     bound_formula: str
+    region: str = DEFAULT_REGION
+    low_priority_estimate: float | None = None
+    uploads: tuple[Upload, ...] = ()
+    profile: str | None = None  # a preset's profile (scenario/local); None for a user's script
+    settings: tuple[str, ...] = ()  # the script flags in effect
 
     def rows(self) -> list[tuple[str, str]]:
-        price = (
-            f"{self.price_per_hour:.4f} USD per VM-hour ({self.price_source})"
-            if self.price_per_hour is not None
-            else f"unknown ({UNKNOWN_PRICE_HINT})"
-        )
+        if self.price_per_hour is not None:
+            price = f"{self.price_per_hour:.4f} USD per VM-hour in {self.region} ({self.price_source})"
+        else:
+            price = f"unknown in {self.region} ({UNKNOWN_PRICE_HINT})"
+        if self.low_priority and self.low_priority_estimate is not None:
+            price += f"; low priority about {self.low_priority_estimate:.4f} USD/h ({LOW_PRIORITY_NOTE})"
         bound = (
             f"{self.cost_bound:.2f} USD = {self.bound_formula}"
             if self.cost_bound is not None
@@ -54,7 +113,7 @@ class CostPlan:
             )
         else:
             priority = "low priority (spot tier): preemptible, billed below this list price; resumes from checkpoints"
-        return [
+        rows = [
             ("job", f"{self.kind} {self.name} (experiment {self.experiment})"),
             ("compute", self.compute),
             ("VM size", f"{self.vm_size} ({self.vm_summary})"),
@@ -64,15 +123,21 @@ class CostPlan:
             ("price", price),
             ("cost bound", bound),
             ("priority", priority),
+            ("uploads", uploads_text(self.uploads)),
         ]
+        if self.profile:
+            rows.insert(1, ("profile", f"{self.profile}: {' '.join(self.settings)}"))
+        return rows
 
 
 def _hours(hours: float) -> str:
     return f"{hours:g} h"
 
 
-def _plan(spec: JobSpec, *, kind: str, node_hours: float, formula: str) -> CostPlan:
+def _plan(spec: JobSpec, *, kind: str, node_hours: float, formula: str, region: str) -> CostPlan:
     vm = spec.vm
+    quote = vm.price_in(region)
+    price = quote.per_hour if quote is not None else None
     nodes = spec.instance_count
     node_word = "node" if nodes == 1 else "nodes"
     if vm.is_gpu:
@@ -96,20 +161,27 @@ def _plan(spec: JobSpec, *, kind: str, node_hours: float, formula: str) -> CostP
         nodes=nodes,
         hours=spec.max_hours,
         node_hours=node_hours,
-        price_per_hour=vm.price_per_hour,
-        price_source=vm.price_source,
-        cost_bound=None if vm.price_per_hour is None else vm.price_per_hour * node_hours,
+        price_per_hour=price,
+        price_source=quote.source if quote is not None else "",
+        # The bound uses the list price even for low priority: Azure ML's low-priority rate is not published
+        # per size, and a bound must not be an estimate.
+        cost_bound=None if price is None else price * node_hours,
         low_priority=spec.low_priority,
-        bound_formula=f"{_price_text(spec)} x {nodes} node(s) x {formula}",
+        bound_formula=f"{f'{price:.4f}' if price is not None else 'price'} x {nodes} node(s) x {formula}",
+        region=region,
+        low_priority_estimate=quote.low_priority_estimate if quote is not None else None,
+        uploads=job_uploads(spec),
+        profile=spec.tags.get("profile"),
+        settings=spec.args,
     )
 
 
-def plan_job(spec: JobSpec) -> CostPlan:
+def plan_job(spec: JobSpec, *, region: str = DEFAULT_REGION) -> CostPlan:
     node_hours = spec.instance_count * spec.max_hours
-    return _plan(spec, kind="command job", node_hours=node_hours, formula=_hours(spec.max_hours))
+    return _plan(spec, kind="command job", node_hours=node_hours, formula=_hours(spec.max_hours), region=region)
 
 
-def plan_sweep(sweep: SweepSpec) -> CostPlan:
+def plan_sweep(sweep: SweepSpec, *, region: str = DEFAULT_REGION) -> CostPlan:
     trial = sweep.trial
     all_trials = sweep.max_total_trials * trial.max_hours
     busy_slots = sweep.max_concurrent_trials * sweep.effective_timeout_hours
@@ -118,12 +190,7 @@ def plan_sweep(sweep: SweepSpec) -> CostPlan:
     else:
         formula = f"{sweep.max_concurrent_trials} concurrent x {_hours(sweep.effective_timeout_hours)} sweep timeout"
     node_hours = trial.instance_count * min(all_trials, busy_slots)
-    return _plan(trial, kind="sweep job", node_hours=node_hours, formula=formula)
-
-
-def _price_text(spec: JobSpec) -> str:
-    price = spec.vm.price_per_hour
-    return f"{price:.4f}" if price is not None else "price"
+    return _plan(trial, kind="sweep job", node_hours=node_hours, formula=formula, region=region)
 
 
 def print_plan(plan: CostPlan) -> None:

@@ -1,8 +1,14 @@
 """The two shipped scenarios (ResNet image classification, LSTM text classification) and their defaults, as data.
 
-Everything a preset decides lives here: the module the job runs, the default VM size and run length, the small
-"local profile" used by `--local` on a laptop CPU, the synthetic data used when no --data is given, and the sweep
-defaults. The training scripts' flags are the contract (see training_scripts/train_*.py).
+Everything a preset decides lives here: the module the job runs, the default VM size and run length, its two
+profiles, the synthetic data used when no --data is given, and the sweep defaults. The training scripts' flags are
+the contract (see training_scripts/train_*.py).
+
+Profiles: the *scenario* profile is the product's scenario as specified (ResNet-50 transfer learning at 224 px,
+batch 32, lr 1e-4, 50 epochs; the GloVe LSTM over 100 tokens, batch 64, lr 1e-3, 10 epochs, dropout 0.5) and is
+the default everywhere, locally and in Azure, so `submit --local` and the job it renders run the same command. The
+*local* profile is a small model that learns the synthetic data in a minute on a laptop CPU; it applies when no
+--data is given (the synthetic demo), or when asked for with `--profile local`.
 """
 
 from __future__ import annotations
@@ -28,8 +34,13 @@ class Preset:
     synth_options: dict[str, Any] = field(default_factory=dict)
     default_vm_size: str = DEFAULT_GPU_VM_SIZE
     max_hours: float = 2.0
-    local_args: tuple[str, ...] = ()  # tuned for a 2-core laptop CPU; appended before the user's script flags
-    cloud_args: tuple[str, ...] = ()  # defaults for Azure runs, before the user's script flags
+    # Both profiles come before the user's script flags (which override them flag by flag). The scenario's flags
+    # are spelled out, though they equal the script's defaults (a test pins that), so that job.yml shows them.
+    scenario_args: tuple[str, ...] = ()
+    local_args: tuple[str, ...] = ()  # tuned for a 2-core laptop CPU and the synthetic data
+    # Script inputs a preset's script reads from a file: CLI flag name -> (script flag, the values that are
+    # settings rather than files). `--glove FILE` becomes a uri_file input bound to the script's --glove.
+    file_inputs: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     search_space: dict[str, str] = field(default_factory=dict)  # flag name -> expression, e.g. "loguniform(1e-5, 1e-2)"
     primary_metric: str = "val_macro_f1"
     goal: str = "maximize"
@@ -51,6 +62,26 @@ PRESETS: dict[str, Preset] = {
         # 800 images (600 normal, 200 pneumonia): with 400, validation accuracy still passed 95% but recall on the
         # minority class fell to about 0.7 on data generated with other seeds; 800 brings it to about 0.85-0.9.
         synth_options={"per_class": 600, "image_size": 64},
+        scenario_args=(
+            "--arch",
+            "resnet50",
+            "--pretrained",
+            "default",
+            # No --freeze: the script freezes up to layer2 with pretrained weights and nothing without, and a
+            # user's `--pretrained none` must not inherit a freeze meant for ImageNet weights.
+            "--image-size",
+            "224",
+            "--epochs",
+            "50",
+            "--batch-size",
+            "32",
+            "--lr",
+            "1e-4",
+            "--patience",
+            "5",
+            "--imbalance",
+            "weighted-loss",
+        ),
         # From scratch at 64 px: Adam 1e-3 with a cosine schedule over 10 epochs of batch 16 reaches >= 90%
         # validation accuracy on the synthetic X-rays (the scenario's 1e-4 suits fine-tuning pretrained weights).
         local_args=(
@@ -71,6 +102,7 @@ PRESETS: dict[str, Preset] = {
             "--num-workers",
             "0",
         ),
+        file_inputs={"pretrained": ("--pretrained", ("default", "none"))},
         search_space={"lr": "loguniform(1e-5, 1e-2)", "batch_size": "choice(16, 32, 64)"},
     ),
     "lstm": Preset(
@@ -83,6 +115,26 @@ PRESETS: dict[str, Preset] = {
         # The scenario trains the LSTM on CPU compute: a 300-d GloVe LSTM over 100 tokens is small enough that a
         # 4-core D4s_v3 (about a tenth of a T4 node's price) does the job; the train-cpu environment follows.
         default_vm_size=DEFAULT_CPU_VM_SIZE,
+        scenario_args=(
+            "--seq-len",
+            "100",
+            "--embed-dim",
+            "300",
+            "--hidden-size",
+            "128",
+            "--dropout",
+            "0.5",
+            "--epochs",
+            "10",
+            "--batch-size",
+            "64",
+            "--lr",
+            "1e-3",
+            "--patience",
+            "3",
+            "--imbalance",
+            "weighted-loss",
+        ),
         # A small forward LSTM: 64-d embeddings and state, Adam 3e-3, up to 20 epochs (early stopping after 5
         # without improvement); about a second per epoch on 2 cores.
         local_args=(
@@ -103,6 +155,7 @@ PRESETS: dict[str, Preset] = {
             "--num-workers",
             "0",
         ),
+        file_inputs={"glove": ("--glove", ())},
         search_space={"lr": "loguniform(1e-4, 1e-2)", "batch_size": "choice(32, 64, 128)"},
     ),
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from azure_dl.errors import SpecError
-from azure_dl.spec import EarlyTermination, JobSpec, SearchParam, SweepSpec
+from azure_dl.spec import PLACEHOLDER, EarlyTermination, JobSpec, SearchParam, SweepSpec
 
 COMMAND_SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
 SWEEP_SCHEMA = "https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json"
@@ -41,10 +42,15 @@ def command_argv(
     then searched hyperparameters (`search` maps parameter name -> value, `search_flags` name -> flag)."""
     argv = [python, "-m", spec.module] if spec.module else [python, str(spec.script)]
     for name, entry in spec.inputs.items():
-        argv += [entry.flag, input_value(name)]
+        if entry.flag is not None:  # the others are named by the script's flags as ${{inputs.NAME}}
+            argv += [entry.flag, input_value(name)]
     for name, output in spec.outputs.items():
         argv += [output.flag, output_value(name)]
-    argv += list(spec.args)
+
+    def bind(match: re.Match[str]) -> str:
+        return input_value(match[2]) if match[1] == "inputs" else output_value(match[2])
+
+    argv += [PLACEHOLDER.sub(bind, arg) for arg in spec.args]
     for name, value in (search or {}).items():
         argv += [(search_flags or {})[name], value]
     return argv

@@ -36,6 +36,8 @@ EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 COMPUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]$")
 SHM_SIZE = re.compile(r"^(?P<number>[1-9][0-9]*)(?P<unit>[bkmg])$")
 FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_-]*$")
+# `${{inputs.NAME}}` / `${{outputs.NAME}}` in a script flag: Azure ML substitutes the mounted path, --local binds it.
+PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 INPUT_KINDS = ("uri_folder", "uri_file")
 INPUT_MODES = ("ro_mount", "download", "direct")
@@ -111,10 +113,13 @@ def infer_input_kind(value: str, default: str) -> str:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """Data bound to a script flag. Local paths must exist (they are uploaded at submission) and become absolute."""
+    """Data bound to a script flag. Local paths must exist (they are uploaded at submission) and become absolute.
+
+    `flag=None` is an input the script's own flags refer to as `${{inputs.NAME}}` (`--input NAME=PATH`).
+    """
 
     value: str
-    flag: str
+    flag: str | None
     kind: str = "uri_folder"
     mode: str = "ro_mount"
     source: str = field(init=False)
@@ -122,7 +127,8 @@ class InputSpec:
     def __post_init__(self) -> None:
         if not self.value.strip():
             raise SpecError(f"empty value for input {self.flag}", hint="give a path, URL or azureml: reference")
-        _check_flag(self.flag)
+        if self.flag is not None:
+            _check_flag(self.flag)
         if self.kind not in INPUT_KINDS:
             raise SpecError(f"input kind {self.kind!r} is not supported", hint=f"use one of {', '.join(INPUT_KINDS)}")
         if self.mode not in INPUT_MODES:
@@ -321,12 +327,21 @@ class JobSpec:
             for name, entry in mapping.items():
                 if not IDENTIFIER.match(name):
                     raise SpecError(f"{kind} name {name!r} is not valid", hint="use letters, digits and '_'")
+                if entry.flag is None:
+                    continue
                 if entry.flag in flags:
                     raise SpecError(f"flag {entry.flag} is bound to both {flags[entry.flag]} and {name}")
                 flags[entry.flag] = name
         both = set(self.inputs) & set(self.outputs)
         if both:
             raise SpecError(f"{', '.join(sorted(both))} is both an input and an output")
+        for arg in self.args:
+            for kind, name in PLACEHOLDER.findall(arg):
+                if name not in (self.inputs if kind == "inputs" else self.outputs):
+                    raise SpecError(
+                        f"script flag {arg!r} refers to {kind}.{name}, which the job does not have",
+                        hint=f"declare it with --input {name}=PATH_OR_URI" if kind == "inputs" else None,
+                    )
         checkpoints = self.outputs.get("checkpoints")
         if checkpoints is not None and checkpoints.mode != "rw_mount":
             raise SpecError(

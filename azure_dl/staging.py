@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +45,10 @@ class JobOptions:
     experiment: str | None = None
     out: Path | None = None
     script_args: Sequence[str] = ()
+    profile: str | None = None  # "scenario" or "local"; None: local without --data, else scenario
+    glove: str | None = None
+    pretrained: str | None = None
+    job_inputs: Sequence[tuple[str, str]] = ()  # --input NAME=VALUE[:uri_file|uri_folder]
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,126 @@ def resolve_target(target: str, code: Path | None) -> Target:
     return Target(name=script.stem, code_source=folder, script=script.relative_to(folder).as_posix())
 
 
-def _input(value: str, flag: str, default_kind: str) -> InputSpec:
+PROFILES = ("scenario", "local")
+INPUT_KIND_SUFFIXES = (":uri_file", ":uri_folder")
+ZIP_MEMBER = ".zip:"  # ARCHIVE.zip:MEMBER, as training_scripts/glove.py reads it
+
+
+def _input(value: str, flag: str | None, default_kind: str) -> InputSpec:
     from azure_dl.spec import InputSpec, infer_input_kind
 
     return InputSpec(value, flag, kind=infer_input_kind(value, default_kind))
+
+
+def split_input_kind(value: str) -> tuple[str, str | None]:
+    """`PATH:uri_file` -> (PATH, 'uri_file'). Only a literal trailing kind counts, so `azureml:NAME:3` stays whole."""
+    for suffix in INPUT_KIND_SUFFIXES:
+        if value.endswith(suffix) and len(value) > len(suffix):
+            return value[: -len(suffix)], suffix[1:]
+    return value, None
+
+
+def effective_profile(options: JobOptions, preset: Preset | None) -> str | None:
+    """Which of the preset's profiles runs: the scenario, unless the job trains the synthetic demo data."""
+    if options.profile is not None and options.profile not in PROFILES:
+        raise SpecError(f"unknown profile {options.profile!r}", hint=f"use --profile {' or '.join(PROFILES)}")
+    if preset is None:
+        if options.profile is not None:
+            raise SpecError("--profile chooses between a preset's settings; your script has its own defaults")
+        return None
+    if options.profile is not None:
+        return options.profile
+    return "local" if options.data is None else "scenario"
+
+
+def _file_inputs(options: JobOptions, target: Target) -> tuple[dict[str, InputSpec], list[str]]:
+    """--glove / --pretrained: a uri_file input bound to the script's flag, or (for `default`/`none`) a setting."""
+    inputs: dict[str, InputSpec] = {}
+    settings: list[str] = []
+    offered = target.preset.file_inputs if target.preset else {}
+    for name in ("glove", "pretrained"):
+        value = getattr(options, name)
+        if value is None:
+            continue
+        if name not in offered:
+            owner = "lstm" if name == "glove" else "resnet"
+            raise SpecError(
+                f"--{name} is an input of the {owner} preset, not of {target.name}",
+                hint="for your own script use --input NAME=PATH_OR_URI and pass -- --flag ${{inputs.NAME}}",
+            )
+        flag, setting_values = offered[name]
+        archive, separator, member = value.rpartition(ZIP_MEMBER)
+        if value in setting_values:
+            settings += [flag, value]
+        elif separator and archive and member:
+            # ARCHIVE.zip:MEMBER (GloVe's published glove.6B.zip holds four sets): the archive is the input and
+            # the script reads the member straight out of it, so the flag is the mounted path plus `:MEMBER`.
+            inputs[name] = _input(archive + ".zip", None, "uri_file")
+            settings += [flag, f"${{{{inputs.{name}}}}}:{member}"]
+        else:
+            inputs[name] = _input(value, flag, "uri_file")
+    return inputs, settings
+
+
+def _generic_inputs(pairs: Sequence[tuple[str, str]], taken: Sequence[str]) -> dict[str, InputSpec]:
+    inputs: dict[str, InputSpec] = {}
+    for name, raw in pairs:
+        if name in inputs or name in taken:
+            raise SpecError(f"input {name!r} is given twice", hint="give each --input NAME once")
+        value, kind = split_input_kind(raw)
+        inputs[name] = _input(value, None, "uri_folder") if kind is None else _input_of_kind(value, kind)
+    return inputs
+
+
+def _input_of_kind(value: str, kind: str) -> InputSpec:
+    from azure_dl.spec import InputSpec
+
+    return InputSpec(value, None, kind=kind)
+
+
+def _flag_of(token: str) -> str | None:
+    return token.split("=", 1)[0] if token.startswith("--") else None
+
+
+def check_no_laptop_paths(script_args: Sequence[str], code_folder: Path, file_flags: Mapping[str, str]) -> None:
+    """In a cloud job, a script flag naming a file or folder on this machine would fail on the node after it was
+    paid for: refuse it before anything is staged, naming the flag and the option that uploads the file instead.
+
+    A path inside the code folder travels with the snapshot, so it is fine. `file_flags` maps a script flag to
+    the azure-dl option that uploads its file (--glove for the LSTM's --glove).
+    """
+    code_folder = code_folder.resolve()
+    previous: str | None = None
+    for token in script_args:
+        flag = _flag_of(token)
+        if flag is not None and "=" not in token:
+            previous = flag
+            continue
+        value = token.split("=", 1)[1] if flag is not None else token
+        owner = flag or previous
+        previous = None
+        if not value or "${{" in value:
+            continue
+        path = Path(value).expanduser()
+        try:
+            exists = path.exists()
+        except OSError:  # e.g. a name too long to be a path: not a path then
+            continue
+        if not exists:
+            continue
+        resolved = path.resolve()
+        if resolved == code_folder or code_folder in resolved.parents:
+            continue
+        flag_text = owner or "--flag"
+        if owner is not None and owner in file_flags:
+            hint = f"use {file_flags[owner]} {value} instead: it uploads the file as a job input"
+        else:
+            name = flag_text.lstrip("-").replace("-", "_") or "file"
+            placeholder = "${{inputs." + name + "}}"
+            hint = f"upload it as a job input: --input {name}={value} and pass -- {flag_text} {placeholder}"
+        raise SpecError(
+            f"script flag {owner or value} names {value}, a path on this machine that the job cannot read", hint=hint
+        )
 
 
 def build_spec(
@@ -115,8 +235,25 @@ def build_spec(
         for name, flag in DATA_FLAGS
         if getattr(options, name) is not None
     }
-    profile = (preset.local_args if local else preset.cloud_args) if preset else ()
+    file_inputs, settings = _file_inputs(options, target)
+    inputs |= file_inputs
+    inputs |= _generic_inputs(options.job_inputs, taken=[*inputs, *(name for name, _ in OUTPUT_FLAGS)])
+    bound = {entry.flag for entry in inputs.values() if entry.flag is not None}
+    for token in options.script_args:
+        if _flag_of(token) in bound:
+            raise SpecError(
+                f"script flag {_flag_of(token)} is also bound to a job input",
+                hint="give it once: the job input (e.g. --data, --glove) passes the flag to the script",
+            )
+    if not local:
+        file_flags = {flag: f"--{name}" for name, (flag, _) in (preset.file_inputs if preset else {}).items()}
+        check_no_laptop_paths(options.script_args, target.code_source, file_flags)
+    profile_name = effective_profile(options, preset)
+    profile = () if preset is None else preset.local_args if profile_name == "local" else preset.scenario_args
+    profile = without_flags(profile, drop_flags | bound | {token for token in settings if token.startswith("--")})
     tags = {"preset" if preset else "script": target.name if preset else str(target.script)}
+    if profile_name:
+        tags["profile"] = profile_name
     tags |= pairs_to_dict(options.tag, "tag")
     return JobSpec(
         display_name=target.name,
@@ -124,7 +261,7 @@ def build_spec(
         code=target.code_source,
         module=target.module,
         script=target.script,
-        args=merge_flags(without_flags(profile, drop_flags), list(options.script_args)),
+        args=merge_flags(profile, [*settings, *options.script_args]),
         inputs=inputs,
         outputs={name: OutputSpec(flag) for name, flag in OUTPUT_FLAGS},
         environment=environment_spec(options.environment or default_environment(vm.is_gpu)),
@@ -183,6 +320,15 @@ def synthesize(
         ) from exc
 
 
+def profile_line(profile: str, args: Sequence[str]) -> str:
+    """`profile: scenario (...) --seq-len 100 ...`: which settings run, as the script receives them."""
+    why = {
+        "scenario": "the scenario's settings; --profile local for the small laptop model",
+        "local": "a small model for the synthetic data; --profile scenario for the scenario's settings",
+    }[profile]
+    return f"profile: {profile} ({why}): {' '.join(args)}"
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A validated job staged under `out`: its spec points at the snapshot; `notes` are for the user."""
@@ -222,6 +368,9 @@ def prepare(
             data = synthesize(target.preset, out / "data")
             inputs["data"] = _input(str(data), "--data", target.preset.data_kind)
             notes.append(f"no --data given: synthetic {target.preset.synth} in {data} (pass --data for real data)")
+    profile = draft.tags.get("profile")
+    if profile:
+        notes.insert(0, profile_line(profile, draft.args))
     snapshot = stage_snapshot(target.code_source, out / "snapshot")
     environment = draft.environment
     if not environment.is_registered:

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,15 @@ def broadcast_int(value: int, ctx: DistContext) -> int:
     tensor = torch.tensor([value], dtype=torch.int64, device=_comm_device(ctx))
     dist.broadcast(tensor, src=0)
     return int(tensor.item())
+
+
+def broadcast_object(value: T, ctx: DistContext) -> T:
+    """Rank 0's picklable value (e.g. a list of paths) on every rank."""
+    if not ctx.distributed:
+        return value
+    holder: list[object] = [value]
+    dist.broadcast_object_list(holder, src=0, device=_comm_device(ctx))
+    return holder[0]  # type: ignore[return-value]
 
 
 def barrier(ctx: DistContext) -> None:

@@ -71,7 +71,7 @@ from training_scripts.fit_run import FitRun
 from training_scripts.interrupts import GracefulStop
 from training_scripts.loaders import dataset_labels, make_eval_loader, make_train_loader, start_train_epoch
 from training_scripts.optimizers import SGD_MOMENTUM, build_optimizer, build_scheduler, current_lr, step_scheduler
-from training_scripts.precision import amp_dtype_for
+from training_scripts.precision import BatchTransform, amp_dtype_for
 from training_scripts.sampling import class_counts
 from training_scripts.tracking import Tracker
 from training_scripts.train_config import ImbalanceMode, OptimizerName, SchedulerName, TrainConfig, fingerprint
@@ -161,12 +161,16 @@ def fit(
     train_labels: Sequence[int] | None = None,
     collate_fn: Callable[[list[Any]], Any] | None = None,
     run_params: Mapping[str, Any] | None = None,
+    train_batch_transform: BatchTransform | None = None,
+    eval_batch_transform: BatchTransform | None = None,
 ) -> FitResult:
     """Train with validation every epoch, resuming from `checkpoint_dir` when it holds a checkpoint.
 
     `run_params`: the script's own settings (architecture, data, image size, ...): logged to MLflow and part of
     what a resumed checkpoint must match (leave out paths that may legitimately differ between restarts).
     `tracker`: a `Tracker` to log to (started here with the checkpoint's run when resuming); None = no tracking.
+    `train_batch_transform` / `eval_batch_transform`: applied to each training / validation input batch on the
+    device before the model (the image cache's augmentation and normalisation); None = the batch as loaded.
     Call on every rank. Afterwards `model` holds the best weights.
     """
     ctx = ctx if ctx is not None else init_distributed(config.device)
@@ -177,6 +181,7 @@ def fit(
     run = fit_run.set_up(
         model, train_data, val_data, config, ctx, class_names, labels, collate_fn, checkpoint_dir, run_params, tracker
     )
+    run.eval_batch_transform = eval_batch_transform
     if checkpoint_dir:
         fit_run.resume(run, checkpoint_dir)
     fit_run.check_ranks_resumed_alike(run)
@@ -194,6 +199,7 @@ def fit(
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         run.train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     control = _step_control(run)
+    control.batch_transform = train_batch_transform
 
     # Only the training loop stops gracefully; a signal before or after it has its usual effect.
     with GracefulStop(announce=ctx.is_main) as graceful:
@@ -284,6 +290,7 @@ def _end_epoch(run: FitRun, epoch_started: float, samples_before: int) -> None:
         class_names=run.class_names,
         amp_dtype=run.amp_dtype,
         channels_last=config.channels_last,
+        batch_transform=run.eval_batch_transform,
     )
     improved = early_stopping.record_validation(
         state, evaluation.loss, epoch_number, evaluation.report, config.min_delta
@@ -355,6 +362,7 @@ def _result(run: FitRun) -> FitResult:
                 class_names=run.class_names,
                 amp_dtype=run.amp_dtype,
                 channels_last=run.config.channels_last,
+                batch_transform=run.eval_batch_transform,
             )
         else:
             progress.warning("validation loss was never finite: returning the last weights, not the best")

@@ -19,7 +19,7 @@ from training_scripts.distributed import DistContext, all_reduce_sum, gather_row
 from training_scripts.loaders import make_eval_loader
 from training_scripts.metrics import classification_report
 from training_scripts.optimizers import current_lr
-from training_scripts.precision import amp_dtype_for, autocast_for, batch_to_device
+from training_scripts.precision import BatchTransform, amp_dtype_for, autocast_for, batch_to_device
 from training_scripts.train_config import TrainConfig
 from training_scripts.train_state import TrainState
 from training_scripts.training_errors import NonFiniteLossError
@@ -38,6 +38,7 @@ class StepControl:
     channels_last: bool = False
     save_checkpoint: Callable[[], None] = lambda: None
     stop_requested: Callable[[], bool] = lambda: False  # a graceful stop (SIGTERM/SIGINT) was asked for here
+    batch_transform: BatchTransform | None = None  # applied to each input batch on the device (augmentation)
 
 
 EpochEnd = Literal["complete", "max_steps", "interrupted"]
@@ -79,7 +80,7 @@ def train_one_epoch(
     log_loss, log_samples, log_started = 0.0, 0, time.perf_counter()
 
     for batch in loader:
-        inputs, targets = batch_to_device(batch, device, control.channels_last)
+        inputs, targets = batch_to_device(batch, device, control.channels_last, control.batch_transform)
         with autocast_for(device, amp_dtype):
             logits = model(inputs)
         loss = criterion(logits.float(), targets)
@@ -164,6 +165,7 @@ def evaluate(
     class_names: Sequence[str],
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    batch_transform: BatchTransform | None = None,
 ) -> Evaluation:
     """Loss and metrics on the loader's whole dataset, gathered from every rank (call on all ranks).
 
@@ -175,7 +177,7 @@ def evaluate(
     module.eval()
     rows = []
     for batch in loader:
-        inputs, targets = batch_to_device(batch, ctx.device, channels_last)
+        inputs, targets = batch_to_device(batch, ctx.device, channels_last, batch_transform)
         with autocast_for(ctx.device, amp_dtype):
             logits = module(inputs)
         logits = logits.float()
@@ -202,6 +204,7 @@ def evaluate_dataset(
     *,
     class_names: Sequence[str],
     collate_fn: Callable[[list[Any]], Any] | None = None,
+    batch_transform: BatchTransform | None = None,
 ) -> Evaluation:
     """`evaluate` on a dataset (e.g. the test split after `fit`, with the best weights already in `model`)."""
     module = unwrap(model).to(ctx.device)
@@ -212,4 +215,5 @@ def evaluate_dataset(
         class_names=class_names,
         amp_dtype=amp_dtype_for(ctx.device, config.amp),
         channels_last=config.channels_last,
+        batch_transform=batch_transform,
     )

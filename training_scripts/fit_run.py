@@ -22,7 +22,7 @@ from training_scripts.distributed import DistContext, all_reduce_sum, broadcast_
 from training_scripts.epoch import Evaluation
 from training_scripts.loaders import make_eval_loader, make_train_loader
 from training_scripts.optimizers import build_optimizer, build_scheduler
-from training_scripts.precision import amp_dtype_for, grad_scaler_for, place_model
+from training_scripts.precision import BatchTransform, amp_dtype_for, grad_scaler_for, place_model
 from training_scripts.sampling import ResumableSampler, balancing_weights
 from training_scripts.tracking import Tracker
 from training_scripts.train_config import TrainConfig, describe_mismatch, fingerprint
@@ -57,6 +57,7 @@ class FitRun:
     last_eval: Evaluation | None = None
     stopped_at_max_steps: bool = False  # in memory only: a later run with more steps continues
     resumed_from: Path | None = None
+    eval_batch_transform: BatchTransform | None = None  # validation inputs on the device (see engine.fit)
 
     @property
     def finished(self) -> bool:

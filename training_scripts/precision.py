@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,10 +36,18 @@ def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> 
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
-def batch_to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """A loader's ``(inputs, targets, ...)`` batch on `device`; 4-D inputs channels_last when asked."""
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def batch_to_device(
+    batch: Any, device: torch.device, channels_last: bool, transform: BatchTransform | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader's ``(inputs, targets, ...)`` batch on `device`, through `transform` there when given (e.g. the
+    image cache's crop + normalise on the GPU); 4-D inputs channels_last when asked."""
     inputs, targets = batch[0], batch[1]
     inputs = inputs.to(device, non_blocking=True)
+    if transform is not None:
+        inputs = transform(inputs)
     if channels_last and inputs.dim() == 4:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs, targets.to(device, non_blocking=True)

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -107,3 +108,52 @@ def parse_line(line: str) -> dict[str, Any] | None:
     if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
         return None
     return payload
+
+
+class Counter:
+    """Progress of a long count (e.g. images decoded into a cache), for a person watching, on rank 0 only.
+
+    On a terminal (stderr is a TTY) one line redrawn in place; anywhere else (a pipe, the CLI, an Azure ML log)
+    a plain line at most every `every_s` seconds and one at the end, so logs stay short. Not a progress event:
+    the CLI passes these lines through as they are.
+    """
+
+    def __init__(
+        self, label: str, total: int, *, unit: str = "items", every_s: float = 5.0, stream: TextIO | None = None
+    ) -> None:
+        self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self.enabled = is_main_process()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._started = self._shown = time.monotonic()
+
+    def _line(self) -> str:
+        elapsed = time.monotonic() - self._started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        share = self.done / self.total if self.total else 1.0
+        left = (self.total - self.done) / rate if rate > 0 else math.nan
+        eta = f", about {left:.0f} s left" if math.isfinite(left) and self.done < self.total else ""
+        return f"{self.label}: {self.done}/{self.total} {self.unit} ({share:.0%}), {rate:.0f} {self.unit}/s{eta}"
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.tty:
+            bar = "#" * int(30 * self.done / max(self.total, 1))
+            self.stream.write(f"\r[{bar:<30}] {self._line()}")
+            self.stream.flush()
+        elif now - self._shown >= self.every_s:
+            self._shown = now
+            self.stream.write(self._line() + "\n")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self._started
+        prefix = "\r" if self.tty else ""
+        self.stream.write(f"{prefix}{self.label}: {self.done} {self.unit} in {elapsed:.1f} s\n")
+        self.stream.flush()

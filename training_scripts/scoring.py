@@ -10,12 +10,15 @@ the inference environment has no torch. The request/response contract:
 - answer: `{"predictions": [{"label": ..., "score": p, "probabilities": {label: p, ...}}, ...]}` in request order;
   `probabilities` holds the top_k classes (highest first) for images and every class for text.
 
-Every client mistake gets HTTP 400 with `{"message": "..."}` naming the field, the item and what to do: bad JSON,
-not an object, a missing, mistyped or unknown field (unknown fields are REJECTED, so a typo such as "image" or
-"topk" is not silently ignored), an empty list, more items than the batch limit, invalid base64, a payload that is
-not a decodable JPEG/PNG/BMP/DICOM, an image over the pixel limit, a non-string or over-long text, top_k out of range.
+Every client mistake gets HTTP 400 with `{"message": "..."}` naming the field, the item and what to do: bad JSON
+(including JSON nested deeper than Python's parser goes, about 1,000 levels), not an object, a missing, mistyped or
+unknown field (unknown fields are REJECTED, so a typo such as "image" or "topk" is not silently ignored), an empty
+list, more items than the batch limit, invalid base64, a payload that is not a decodable JPEG/PNG/BMP/DICOM, an image
+over the pixel limit, a non-string or over-long text, top_k out of range or not finite (Python's json accepts NaN
+and Infinity). A body larger than AZURE_DL_MAX_REQUEST_BYTES gets 413.
 A fault on the server's side (ONNX Runtime failing, non-finite scores) gets 500 with a generic message and is
-logged with its traceback. Limits come from the environment: AZURE_DL_MAX_BATCH (items per request, default 64),
+logged with its traceback. Limits come from the environment: AZURE_DL_MAX_REQUEST_BYTES (request body, default
+32 MiB: a 10 MB radiograph is 13.4 MB as base64), AZURE_DL_MAX_BATCH (items per request, default 64),
 AZURE_DL_MAX_IMAGE_PIXELS (width x height, default 40,000,000), AZURE_DL_MAX_TEXT_CHARS (default 100,000), and
 AZURE_DL_ORT_THREADS (ONNX Runtime intra-op threads, default 0 = ONNX Runtime's choice).
 """
@@ -26,7 +29,9 @@ import base64
 import binascii
 import json
 import logging
+import math
 import os
+import sys
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -50,10 +55,14 @@ from training_scripts.text_vocab import Vocabulary
 
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
 
+MAX_REQUEST_BYTES_ENV = "AZURE_DL_MAX_REQUEST_BYTES"
 MAX_BATCH_ENV = "AZURE_DL_MAX_BATCH"
 MAX_PIXELS_ENV = "AZURE_DL_MAX_IMAGE_PIXELS"
 MAX_TEXT_CHARS_ENV = "AZURE_DL_MAX_TEXT_CHARS"
 ORT_THREADS_ENV = "AZURE_DL_ORT_THREADS"
+# 32 MiB holds two 10 MB radiographs as base64 (4/3 of their size) and bounds what one request makes json.loads
+# hold in memory (about 10x the body for a list of short strings).
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_BATCH = 64
 # 40 MP passes any X-ray or camera photo (a 16-bit 4096x4096 plate is 16.8 MP) and stops decompression bombs,
 # whose header claims e.g. 100k x 100k pixels for a few kilobytes of data.
@@ -76,7 +85,11 @@ logger = logging.getLogger("azmlinfsrv.azure_dl")
 
 
 class RequestError(ValueError):
-    """The request is wrong in a way the client can fix: answered with HTTP 400 and this message."""
+    """The request is wrong in a way the client can fix: answered with HTTP `status` (400 unless told), this message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Session(Protocol):
@@ -172,6 +185,7 @@ class Limits:
     max_batch: int = DEFAULT_MAX_BATCH
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -179,16 +193,22 @@ class Limits:
             max_batch=_env_int(MAX_BATCH_ENV, DEFAULT_MAX_BATCH),
             max_pixels=_env_int(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS),
             max_text_chars=_env_int(MAX_TEXT_CHARS_ENV, DEFAULT_MAX_TEXT_CHARS),
+            max_request_bytes=_env_int(MAX_REQUEST_BYTES_ENV, DEFAULT_MAX_REQUEST_BYTES),
         )
 
 
 # ----------------------------------------------------------------------------------------------- the request
 
 
-def parse_body(raw_data: Any) -> dict[str, Any]:
-    """The request as a dict: the server passes the body as a str (or bytes); a dict is taken as already parsed."""
+def parse_body(raw_data: Any, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> dict[str, Any]:
+    """The request as a dict: the server passes the body as a str (or bytes); a dict is taken as already parsed.
+
+    A body over `max_bytes` (UTF-8) is refused with 413 before it is parsed.
+    """
     if isinstance(raw_data, dict):
         return raw_data
+    if isinstance(raw_data, bytes | bytearray | str):
+        _check_size(raw_data, max_bytes)
     if isinstance(raw_data, bytes | bytearray):
         try:
             raw_data = bytes(raw_data).decode("utf-8")
@@ -204,9 +224,36 @@ def parse_body(raw_data: Any) -> dict[str, Any]:
         raise RequestError(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        # json's scanner recurses once per nested array/object and stops at Python's recursion limit (~1,000).
+        raise RequestError(
+            "the request body is nested too deeply (JSON arrays/objects inside each other beyond about "
+            f'{sys.getrecursionlimit()} levels); a scoring request is a flat object such as {{"images": [...]}}'
+        ) from None
     if not isinstance(body, dict):
         raise RequestError(f"the request body must be a JSON object, got a JSON {_json_type(body)}")
     return body
+
+
+def _check_size(raw_data: str | bytes | bytearray, max_bytes: int) -> None:
+    size = len(raw_data)
+    if isinstance(raw_data, str) and size <= max_bytes and not raw_data.isascii():
+        # Characters undercount UTF-8 bytes only for non-ASCII text; base64 bodies are ASCII and skip this.
+        size = len(raw_data.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise RequestError(
+            f"the request body is {size} bytes, more than the limit of {max_bytes}; send fewer or smaller items "
+            f"per request (the server's {MAX_REQUEST_BYTES_ENV} sets the limit)",
+            status=413,
+        )
+
+
+def _preview(value: Any, width: int = 40) -> str:
+    """A short, safe rendering of a client's value for a message (never recursing into a nested container)."""
+    if isinstance(value, list | dict):
+        return f"a JSON {_json_type(value)}"
+    text = value if isinstance(value, str) else json.dumps(value)
+    return repr(text[:width] + "..." if len(text) > width else text)
 
 
 def _json_type(value: Any) -> str:
@@ -230,7 +277,10 @@ def _check_fields(body: Mapping[str, Any], allowed: Sequence[str], example: str,
     for key in unknown:
         if key in other_task:
             raise RequestError(f"{other_task[key]}; send {example}")
-    names = ", ".join(repr(key) for key in unknown)
+    # Keys are the client's: a megabyte-long key must not become a megabyte-long message.
+    names = ", ".join(_preview(key) for key in unknown[:5]) + (
+        f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    )
     raise RequestError(f"unknown field(s) {names}; this model accepts only {', '.join(allowed)}: {example}")
 
 
@@ -285,8 +335,11 @@ def parse_top_k(body: Mapping[str, Any], num_classes: int) -> int:
         return min(DEFAULT_TOP_K, num_classes)
     value = body["top_k"]
     # JSON true is a Python bool, which is an int: refuse it explicitly. 3.0 is accepted as 3.
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-        raise RequestError(f"'top_k' must be an integer, got {json.dumps(value)[:40]}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RequestError(f"'top_k' must be an integer, got {_preview(value)}")
+    # Python's json accepts NaN and Infinity, on which int() raises.
+    if isinstance(value, float) and (not math.isfinite(value) or int(value) != value):
+        raise RequestError(f"'top_k' must be an integer, got {value!r}")
     top_k = int(value)
     if not 1 <= top_k <= num_classes:
         raise RequestError(f"'top_k' must be between 1 and {num_classes} (the model's classes), got {top_k}")
@@ -450,10 +503,10 @@ def handle(scorer: Scorer | None, raw_data: Any) -> Any:
     try:
         if scorer is None:
             raise RuntimeError("run() was called before init() loaded the model")
-        return scorer.score(parse_body(raw_data))
+        return scorer.score(parse_body(raw_data, scorer.limits.max_request_bytes))
     except RequestError as exc:
-        logger.info("rejected a request (400): %s", exc)
-        return error_response(400, str(exc))
+        logger.info("rejected a request (%d): %s", exc.status, exc)
+        return error_response(exc.status, str(exc))
     except Exception:
         # The details (and possibly paths) stay in the server log; the client gets an id to quote.
         incident = uuid.uuid4().hex[:12]

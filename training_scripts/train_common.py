@@ -45,6 +45,7 @@ from training_scripts.model_folder import (
 )
 from training_scripts.models import model_config
 from training_scripts.plots import write_plots
+from training_scripts.precision import BatchTransform
 from training_scripts.preprocess_config import PreprocessConfig, save_preprocess_config
 from training_scripts.splits import DatasetError
 from training_scripts.tracking import Tracker
@@ -200,11 +201,19 @@ class PreparedTask:
     parity_inputs: Callable[[], list[torch.Tensor]]  # held-out inputs of >= 2 batch sizes (and lengths)
     run_params: dict[str, Any]  # logged to MLflow; must match for a checkpoint to be resumed
     data_report: dict[str, Any] = field(default_factory=dict)  # counts and skipped items, written + logged
+    # data_report keys written to data_report.json but not logged as MLflow params: their values differ between a
+    # run and its resumption (e.g. the image cache built, then hit), and a param cannot change its value.
+    report_only_keys: tuple[str, ...] = ()
+    run_metrics: dict[str, float] = field(default_factory=dict)  # logged as MLflow metrics at the end
+    run_tags: dict[str, str] = field(default_factory=dict)  # logged as MLflow tags at the end
     write_sidecars: Callable[[Path], list[Path]] = lambda folder: []  # e.g. vocab.json
     # Items that passed the up-front checks but still failed to load during training (replaced, and counted).
     failed_items: Callable[[], list[str]] = lambda: []
     dynamic_sequence: bool = False
     channels_last: bool = False
+    # Applied to each input batch on the training device (the image cache's augmentation / eval crop).
+    train_batch_transform: BatchTransform | None = None
+    eval_batch_transform: BatchTransform | None = None
 
 
 def _write_json(path: Path, data: Any) -> Path:
@@ -315,9 +324,18 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
                 tracker=tracker,
                 train_labels=prepared.train_labels,
                 run_params=prepared.run_params,
+                train_batch_transform=prepared.train_batch_transform,
+                eval_batch_transform=prepared.eval_batch_transform,
             )
             test = (
-                engine.evaluate_dataset(prepared.model, prepared.test, config, ctx, class_names=prepared.class_names)
+                engine.evaluate_dataset(
+                    prepared.model,
+                    prepared.test,
+                    config,
+                    ctx,
+                    class_names=prepared.class_names,
+                    batch_transform=prepared.eval_batch_transform,
+                )
                 if prepared.test is not None
                 else None
             )
@@ -330,7 +348,13 @@ def run_training(args: argparse.Namespace, prepare: Callable[[argparse.Namespace
                 progress.warning(
                     f"{len(failed)} item(s) failed to load during training and were replaced: {failed[:3]}"
                 )
-            tracker.log_params({f"data_{key}": value for key, value in prepared.data_report.items()})
+            report = prepared.data_report
+            tracker.log_params(
+                {f"data_{key}": value for key, value in report.items() if key not in prepared.report_only_keys}
+            )
+            tracker.log_metrics(prepared.run_metrics)
+            if prepared.run_tags:
+                tracker.set_tags(prepared.run_tags)
             metrics, export = _write_outputs(prepared, result, test, output, tracker, args.parity_tolerance)
             headline = _headline(metrics)
             progress.emit(

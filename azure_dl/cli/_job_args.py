@@ -52,6 +52,34 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--val-data", metavar="URI_OR_PATH", help="validation data (default: split from --data)")
     job.add_argument("--test-data", metavar="URI_OR_PATH", help="test data (default: split from --data)")
     job.add_argument(
+        "--glove",
+        metavar="PATH_OR_URI",
+        help="lstm: GloVe vectors as a job input (.txt, .gz or ARCHIVE.zip:MEMBER, e.g. glove.6B.zip:glove.6B.300d.txt;"
+        " a local file is uploaded)",
+    )
+    job.add_argument(
+        "--pretrained",
+        metavar="PATH_OR_URI",
+        help="resnet: initial weights as a job input (a .pth file or URI; uploaded when local), "
+        "`default` (torchvision's ImageNet weights) or `none` (from scratch)",
+    )
+    job.add_argument(
+        "--input",
+        dest="job_inputs",
+        action="append",
+        type=key_value,
+        default=[],
+        metavar="NAME=PATH_OR_URI[:uri_file|uri_folder]",
+        help="another job input, given to your script's flags as ${{inputs.NAME}} (repeatable; a local path is "
+        "uploaded): --input vocab=vocab.txt -- --vocab '${{inputs.vocab}}'",
+    )
+    job.add_argument(
+        "--profile",
+        choices=("scenario", "local"),
+        help="a preset's settings: scenario (the default with --data) or local (a small model for a laptop CPU; "
+        "the default on the synthetic demo data)",
+    )
+    job.add_argument(
         "--compute",
         metavar="NAME",
         help="AmlCompute cluster name (default: one per VM size, e.g. "
@@ -107,9 +135,22 @@ def add_mode_arguments(parser: argparse.ArgumentParser, yaml_name: str) -> None:
         help=f"validate, write DIR/{yaml_name} and the snapshot, print the plan, and stop (no credential, no network)",
     )
     mode.add_argument("--local", action="store_true", help="run the same command on this machine")
+    parser.add_argument(
+        "--region",
+        default=None,
+        metavar="REGION",
+        help="the region whose list prices the plan uses (default: eastus; e.g. westeurope)",
+    )
     azure = parser.add_argument_group("Azure ML submission")
     azure.add_argument("--stream", action="store_true", help="follow the job's logs until it ends")
     azure.add_argument("--ensure-compute", action="store_true", help="create or grow the cluster first (quota checked)")
+
+
+def plan_region(args: argparse.Namespace) -> str:
+    """The --region the plan prices in, checked before anything is staged."""
+    from azure_dl.catalog import DEFAULT_REGION, check_region
+
+    return check_region(args.region or DEFAULT_REGION)
 
 
 def job_options(args: argparse.Namespace) -> JobOptions:

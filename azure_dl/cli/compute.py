@@ -69,11 +69,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _price(size: Any, nodes: int) -> str:
-    if size.price_per_hour is None:
-        return "unknown (run `azure-dl catalog refresh --region REGION` where prices.azure.com is reachable)"
-    per_node = f"${size.price_per_hour:.3f}/h per node"
-    most = f", up to ${size.price_per_hour * nodes:.2f}/h at {nodes} nodes" if nodes > 1 else ""
-    return f"{per_node}{most} ({size.price_source}); idle at 0 nodes costs nothing"
+    from azure_dl.catalog import DEFAULT_REGION, describe_price
+
+    quote = size.price_in(DEFAULT_REGION)
+    if quote is None:
+        return (
+            f"unknown in {DEFAULT_REGION} (run `azure-dl catalog refresh --region REGION` where prices.azure.com "
+            "is reachable)"
+        )
+    most = f", up to {quote.per_hour * nodes:.2f} USD/h at {nodes} nodes" if nodes > 1 else ""
+    return f"{describe_price(quote, 'node-hour')}{most}; idle at 0 nodes costs nothing"
 
 
 def _ensure(args: argparse.Namespace) -> int:

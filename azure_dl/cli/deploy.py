@@ -248,19 +248,20 @@ def pin_model(staged: Staged, ref: Any) -> Staged:
 
 # ---------------------------------------------------------------------------------------------------------- plan
 def plan_rows(staged: Staged, choice: ModelChoice, state: Any, traffic: Any, mirror: Any) -> list[tuple[str, str]]:
-    from azure_dl.catalog import get_vm_size
+    from azure_dl.catalog import DEFAULT_REGION, describe_price, get_vm_size
     from azure_dl.endpoint_spec import HOURS_PER_MONTH
     from azure_dl.plan import UNKNOWN_PRICE_HINT
 
     deployment = staged.deployment
     vm = get_vm_size(deployment.instance_type)
     count = deployment.instance_count
-    if vm.price_per_hour is None:
-        price = f"unknown ({UNKNOWN_PRICE_HINT})"
+    quote = vm.price_in(DEFAULT_REGION)
+    if quote is None:
+        price = f"unknown in {DEFAULT_REGION} ({UNKNOWN_PRICE_HINT})"
         monthly = "unknown (price per hour x instances x 730 h)"
     else:
-        hourly = vm.price_per_hour * count
-        price = f"{vm.price_per_hour:.4f} USD per instance-hour x {count} = {hourly:.4f} USD/h ({vm.price_source})"
+        hourly = quote.per_hour * count
+        price = f"{describe_price(quote, 'instance-hour')} x {count} = {hourly:.4f} USD/h"
         monthly = f"~{hourly * HOURS_PER_MONTH:,.0f} USD per month ({hourly:.4f} x {HOURS_PER_MONTH} h)"
     if state is None:
         endpoint = f"{staged.endpoint.name} (state not read: dry run)"

@@ -19,6 +19,7 @@ from azure_dl.cli._job_args import (
     add_mode_arguments,
     allow_script_args,
     job_options,
+    plan_region,
     report_staging,
 )
 
@@ -64,6 +65,7 @@ def handle(args: argparse.Namespace) -> int:
     from azure_dl.render import render_job, write_yaml
     from azure_dl.staging import prepare
 
+    region = plan_region(args)
     prepared = prepare(job_options(args), local=args.local)
     spec = prepared.spec
     yaml_path = write_yaml(render_job(spec, prepared.out), prepared.out / "job.yml")
@@ -93,7 +95,7 @@ def handle(args: argparse.Namespace) -> int:
             return code
         report_done(result, prepared.out)
         return 0
-    print_plan(plan_job(spec))
+    print_plan(plan_job(spec, region=region))
     if args.dry_run:
         print(
             f"dry run: nothing was created or billed. {yaml_path} is exactly what submitting without --dry-run "

@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from azure_dl.cli._job_args import add_job_arguments, add_mode_arguments, allow_script_args, job_options, report_staging
+from azure_dl.cli._job_args import (
+    add_job_arguments,
+    add_mode_arguments,
+    allow_script_args,
+    job_options,
+    plan_region,
+    report_staging,
+)
 from azure_dl.errors import SpecError
 
 if TYPE_CHECKING:
@@ -118,6 +125,7 @@ def handle(args: argparse.Namespace) -> int:
     from azure_dl.render import render_sweep, write_yaml
     from azure_dl.staging import prepare, resolve_target
 
+    region = plan_region(args)
     options = job_options(args)
     target = resolve_target(options.target, options.code)
     space = search_space(args, target)
@@ -131,7 +139,7 @@ def handle(args: argparse.Namespace) -> int:
         from azure_dl.backends.local.sweep import run_local_sweep
 
         return run_local_sweep(sweep, out=prepared.out, code_dir=prepared.snapshot.path, nproc=args.nproc)
-    print_plan(plan_sweep(sweep))
+    print_plan(plan_sweep(sweep, region=region))
     if args.dry_run:
         print(
             f"dry run: nothing was created or billed. {yaml_path} is exactly what submitting without --dry-run sends."

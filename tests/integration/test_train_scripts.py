@@ -61,20 +61,24 @@ def test_train_resnet_writes_the_output_folder_and_one_mlflow_run(
     tmp_path: Path, synth_image_dir: Path, mlflow_store: str
 ) -> None:
     out = tmp_path / "out"
-    result = run_script(
-        "training_scripts.train_resnet",
-        ["--data", str(synth_image_dir), "--output", str(out), *TINY_RESNET_ARGS],
-        env=script_env(mlflow_store),
-    )
+    argv = ["--data", str(synth_image_dir), "--output", str(out), "--cache-dir", str(tmp_path / "cache")]
+    result = run_script("training_scripts.train_resnet", [*argv, *TINY_RESNET_ARGS], env=script_env(mlflow_store))
     check_ok(result)
     _check_output_folder(out, input_name="pixel_values", input_dtype="tensor(float)")
     assert json.loads((out / "preprocess.json").read_text())["image_size"] == 32
+    # The images were decoded once into the cache (the default for image training) and trained from it.
+    report = json.loads((out / "data_report.json").read_text())
+    cache = report["image_cache"]["train"]
+    assert cache["status"] == "built" and cache["images"] == 24 and Path(cache["path"]).parent == tmp_path / "cache"
+    assert (report["image_cache_builds"], report["image_cache_hits"], report["skipped_images"]) == (1, 0, 0)
 
     done = [e for e in _events(result.stdout) if e["event"] == "done"]
     assert len(done) == 1 and done[0]["output"] == str(out.resolve())
     client, run = _only_run(mlflow_store, "azure-dl-resnet")
     assert run.info.run_id == done[0]["run_id"] and run.info.status == "FINISHED"
     assert run.data.params["arch"] == "resnet18" and run.data.params["imbalance"] == "weighted-loss"
+    assert run.data.metrics["image_cache_builds"] == 1 and run.data.tags["image_cache"].startswith("train: built")
+    assert not any(key.startswith("data_image_cache") for key in run.data.params)  # it changes on a rerun
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == [1, 2]
     for key in ("val_macro_f1", "val_balanced_accuracy", "train_loss", "lr", "samples_per_s", "test_macro_f1"):
@@ -83,6 +87,15 @@ def test_train_resnet_writes_the_output_folder_and_one_mlflow_run(
     assert {"model/model.onnx", "model/labels.json", "model/metrics.json", "model/export.json"} <= artifacts
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/training_curves.png", "plots/confusion_matrix.png"}
+
+    # The same command again: the finished run resumes from its checkpoint and reads the cache built above.
+    again = run_script("training_scripts.train_resnet", [*argv, *TINY_RESNET_ARGS], env=script_env(mlflow_store))
+    check_ok(again)
+    assert "image cache (train): hit" in again.stdout
+    assert json.loads((out / "data_report.json").read_text())["image_cache"]["train"]["status"] == "hit"
+    rerun = client.get_run(run.info.run_id)  # the resumed run logs into the checkpoint's MLflow run
+    assert rerun.data.metrics["image_cache_hits"] == 1 and rerun.data.tags["image_cache"].startswith("train: hit")
+    assert "warning" not in again.stdout
 
 
 def test_train_lstm_writes_vocab_a_dynamic_length_onnx_model_and_logs_into_a_given_run(

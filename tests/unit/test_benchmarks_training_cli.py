@@ -1,4 +1,4 @@
-"""The training-throughput, image-decode and CLI-latency benchmarks run at tiny sizes (--smoke) and render."""
+"""The training-throughput, image-decode, image-cache and CLI-latency benchmarks run at tiny sizes and render."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_cli, bench_decode, bench_training
+from benchmarks import bench_cli, bench_decode, bench_image_cache, bench_training
 from benchmarks.common import load_results
 from benchmarks.report import render
 
@@ -44,3 +44,15 @@ def test_bench_decode_smoke_times_every_format(tmp_path: Path) -> None:
     ]
     assert all(row["ms"] > 0 and row["pixels"] == "128x128" for row in rows)
     assert "## Image decode per format" in render([result])
+
+
+@pytest.mark.slow
+def test_bench_image_cache_smoke_puts_decode_and_cache_side_by_side(tmp_path: Path) -> None:
+    assert bench_image_cache.main(["--smoke", "--save", "--results-dir", str(tmp_path)]) == 0
+    (result,) = load_results(tmp_path)
+    loaders, costs, epochs = result.tables
+    assert [row["loader"].split()[0] for row in loaders["rows"]] == ["decode", "cache", "cache", "decode"]
+    assert all(row["images/s per core"] > 0 for row in loaders["rows"])
+    assert [row["source"] for row in costs["rows"]] == ["128 px 16-bit PNG (12 bits used)", "128 px DICOM, windowed"]
+    assert [row["loader"] for row in epochs["rows"]] == ["decode every epoch", "cache"] * 2
+    assert "Decode-once image cache" in render([result])

@@ -53,7 +53,7 @@ def test_ensure_prints_the_plan_and_creates_the_cluster(
     assert main(["compute", "ensure", "gpu-t4", "--size", T4, "--max-nodes", "2", *WS]) == 0
     out = capsys.readouterr().out
     assert "Standard_NC4as_T4_v3 (NCasT4_v3)" in out and "1 x T4 (16 GB)" in out
-    assert "0 to 2, released after 30 min idle" in out and "price" in out and "unknown" in out
+    assert "0 to 2, released after 30 min idle" in out and "USD per node-hour in eastus" in out
     assert "Compute cluster gpu-t4: created" in out and "https://ml.azure.com/compute/gpu-t4" in out
     (call,) = compute.calls_to("begin_create_or_update")
     cluster = call.args[0]
@@ -72,7 +72,7 @@ def test_ensure_shows_the_catalogue_price(
     monkeypatch.setenv("AZURE_DL_CATALOG", str(overlay))
     assert main(["compute", "ensure", "gpu-t4", "--size", T4, "--max-nodes", "2", *WS]) == 0
     out = capsys.readouterr().out
-    assert "$0.500/h per node, up to $1.00/h at 2 nodes (test overlay 2025-01-01)" in out
+    assert "0.5000 USD per node-hour in eastus (test overlay 2025-01-01), up to 1.00 USD/h at 2 nodes" in out
 
 
 def test_ensure_low_priority_with_idle_minutes(

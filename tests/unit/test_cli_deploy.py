@@ -55,7 +55,13 @@ def test_dry_run_writes_loadable_yaml_and_the_plan_without_signing_in(
     assert main(["deploy", str(lstm), "--endpoint", "reviews", "--dry-run", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert azure.requested == []
-    for text in ("Standard_DS3_v2", "unknown", "bills while idle", "create blue at 0%", "invoke blue"):
+    for text in (
+        "Standard_DS3_v2",
+        "USD per instance-hour in eastus",
+        "bills while idle",
+        "create blue at 0%",
+        "invoke blue",
+    ):
         assert text in printed
     assert_golden("deployment_dry_run_lstm.yml", normalise((out / "deployment.yml").read_text(), out_dir=out))
     assert_golden("endpoint_dry_run.yml", normalise((out / "endpoint.yml").read_text(), out_dir=out))
@@ -76,7 +82,7 @@ def test_dry_run_plan_prices_per_hour_and_per_month(
     args = ["deploy", str(lstm), "--endpoint", "reviews", "--instance-count", "2", "--dry-run", "--out", "d"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "0.5000 USD per instance-hour x 2 = 1.0000 USD/h (test price)" in printed
+    assert "0.5000 USD per instance-hour in eastus (test price) x 2 = 1.0000 USD/h" in printed
     assert "~730 USD per month (1.0000 x 730 h)" in printed
 
 

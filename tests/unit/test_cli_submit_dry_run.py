@@ -53,7 +53,8 @@ def test_resnet_preset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert_golden("submit_resnet.yml", text)
     assert "--epochs 7 --lr 0.01" in text
     captured = capsys.readouterr()
-    assert "Standard_NC4as_T4_v3" in captured.out and "cost bound" in captured.out and "unknown" in captured.out
+    assert "Standard_NC4as_T4_v3" in captured.out and "cost bound" in captured.out
+    assert "USD per VM-hour in eastus" in captured.out and "unknown" not in captured.out
     assert "snapshot:" in captured.err and "sha256" in captured.err
     assert (out / "snapshot" / "training_scripts" / "__init__.py").is_file()
     assert (out / "environments" / "train-gpu" / "conda.yml").is_file()
@@ -258,7 +259,7 @@ def test_local_runs_the_rendered_command_from_the_snapshot(
         str(out / "checkpoints"),
     ]
     assert call["argv"].count("--epochs") == 1 and call["argv"][-2:] == ["--epochs", "1"]
-    assert "--image-size" in call["argv"]  # the preset's local profile
+    assert "--image-size" in call["argv"]  # the preset's scenario profile (--data is given)
     assert call["env"]["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert call["env"]["OMP_NUM_THREADS"] == "1"
     assert "MLflow run" in capsys.readouterr().out

@@ -230,7 +230,7 @@ def test_local_sweep_runs_two_tiny_trials_and_reports_the_best(
     out = tmp_path / "sweep"
     data = tiny_image_folder(tmp_path / "images")
     argv = ["sweep", "resnet", "--local", "--out", str(out), "--data", str(data), "--max-trials", "2"]
-    argv += ["--max-concurrent", "1", "--search", "lr=loguniform(1e-4, 1e-3)", "--seed", "3"]
+    argv += ["--profile", "local", "--max-concurrent", "1", "--search", "lr=loguniform(1e-4, 1e-3)", "--seed", "3"]
     # As small as the script allows; a loose parity tolerance because an untrained network is not what this tests.
     argv += ["--", "--epochs", "1", "--max-steps", "1", "--image-size", "32", "--batch-size", "8"]
     argv += ["--parity-tolerance", "0.01"]

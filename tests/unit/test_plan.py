@@ -59,10 +59,12 @@ def test_job_bound_is_price_times_nodes_times_hours(tmp_path: Path, priced: Path
 
 def test_unknown_price_gives_an_unknown_bound_never_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(catalog.CATALOG_ENV_VAR, str(tmp_path / "none.toml"))
-    plan = plan_job(job(tmp_path, vm_size="Standard_NC4as_T4_v3", instance_count=1, compute=None))
+    # The packaged list prices cover US regions only (its source's coverage): West Europe has none.
+    spec = job(tmp_path, vm_size="Standard_NC4as_T4_v3", instance_count=1, compute=None)
+    plan = plan_job(spec, region="westeurope")
     assert plan.price_per_hour is None and plan.cost_bound is None
     rows = dict(plan.rows())
-    assert rows["price"].startswith("unknown") and "catalog refresh" in rows["price"]
+    assert rows["price"].startswith("unknown in westeurope") and "catalog refresh" in rows["price"]
     assert rows["cost bound"].startswith("unknown") and "0.00" not in rows["cost bound"]
     assert rows["compute"].startswith("serverless")
 
@@ -93,3 +95,58 @@ def test_plan_prints_as_a_table(tmp_path: Path, priced: Path) -> None:
     print_key_values("Plan", plan_job(job(tmp_path)).rows(), file=buffer)
     text = buffer.getvalue()
     assert "Standard_NC64as_T4_v3" in text and "30.00 USD" in text
+
+
+@pytest.mark.parametrize("preset", ["resnet", "lstm"])
+def test_every_presets_default_size_has_a_dated_packaged_price(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str
+) -> None:
+    from azure_dl.presets import PRESETS
+
+    monkeypatch.setenv(catalog.CATALOG_ENV_VAR, str(tmp_path / "none.toml"))
+    vm_size = PRESETS[preset].default_vm_size
+    plan = plan_job(job(tmp_path, vm_size=vm_size, instance_count=1, compute=None, max_hours=2.0))
+    assert plan.price_per_hour is not None and plan.price_per_hour > 0
+    assert plan.cost_bound == pytest.approx(plan.price_per_hour * 2.0)
+    rows = dict(plan.rows())
+    assert "USD per VM-hour in eastus" in rows["price"] and "retrieved 20" in rows["price"]
+    assert rows["cost bound"].endswith("x 1 node(s) x 2 h")
+
+
+def test_region_changes_the_price_and_an_unpriced_region_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure_dl.errors import SpecError
+
+    monkeypatch.setenv(catalog.CATALOG_ENV_VAR, str(tmp_path / "none.toml"))
+    regions = catalog.priced_regions()
+    assert "eastus" in regions and len(regions) > 1
+    spec = job(tmp_path, vm_size="Standard_NC4as_T4_v3", instance_count=1, compute=None)
+    other = next(region for region in regions if region != "eastus")
+    assert f"in {other}" in dict(plan_job(spec, region=other).rows())["price"]
+    assert catalog.check_region(" EastUS ") == "eastus"
+    with pytest.raises(SpecError, match="did you mean eastus"):
+        catalog.check_region("eastuss")
+
+
+def test_low_priority_shows_the_spot_estimate_but_bounds_at_list_price(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(catalog.CATALOG_ENV_VAR, str(tmp_path / "none.toml"))
+    plan = plan_job(job(tmp_path, vm_size="Standard_NC4as_T4_v3", instance_count=1, compute=None, low_priority=True))
+    assert plan.low_priority_estimate is not None and plan.price_per_hour is not None
+    assert plan.low_priority_estimate < plan.price_per_hour
+    assert plan.cost_bound == pytest.approx(plan.price_per_hour * plan.hours)
+    assert "estimate" in dict(plan.rows())["price"]
+
+
+def test_uploads_row_lists_each_local_input_and_the_total(tmp_path: Path, priced: Path) -> None:
+    from azure_dl.spec import InputSpec
+
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"x" * 2048)
+    spec = job(tmp_path, inputs={"data": InputSpec(str(data), "--data", kind="uri_file")})
+    (spec.code / "train.py").write_text("print(1)\n")
+    plan = plan_job(spec)
+    assert [(item.name, item.size_bytes) for item in plan.uploads] == [("code", 9), ("data", 2048)]
+    assert dict(plan.rows())["uploads"] == "code 9 B, data 2.0 KB; total 2.0 KB"

@@ -145,3 +145,30 @@ def test_modules_import_no_torch() -> None:
     code = "import sys, azure_dl.progress, training_scripts.progress; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_counter_prints_plain_lines_off_a_terminal_and_redraws_on_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = io.StringIO()
+    counter = progress.Counter("decoding", 4, unit="images", every_s=0.0, stream=plain)
+    counter.advance(2)
+    counter.advance(2)
+    counter.finish()
+    lines = plain.getvalue().splitlines()
+    assert lines[0].startswith("decoding: 2/4 images (50%)") and lines[-1].startswith("decoding: 4 images in ")
+    assert "\r" not in plain.getvalue()
+    tty = _Tty()
+    bar = progress.Counter("decoding", 4, stream=tty)
+    bar.advance(4)
+    bar.finish()
+    assert tty.getvalue().startswith("\r[" + "#" * 30 + "]") and tty.getvalue().count("\n") == 1
+    monkeypatch.setenv("RANK", "1")
+    quiet = io.StringIO()
+    other_rank = progress.Counter("decoding", 4, stream=quiet)
+    other_rank.advance(4)
+    other_rank.finish()
+    assert quiet.getvalue() == ""
