@@ -5,14 +5,21 @@ This is what the decode-once cache of issue 14 feeds the GPU with: uint8 arrays 
 quarter of float32's bytes), then a per-sample random resized crop + horizontal flip (one batched `grid_sample`)
 and the ImageNet normalisation, all on the device.
 
-WIRE-AFTER-MERGE: `cache_pool` below is the one place that knows about training_scripts.image_cache (written on
-another branch). Until the lead wires it, it reports why it was not used and the synthetic pool is measured.
+`cache_source` is the one place that knows the project's cache: where training_scripts.image_cache and
+image_augment import (they need numpy and Pillow, which the device machine may lack), it builds a real cache of
+synthetic PNGs and feeds the step with the project's own `TrainBatchTransform`; otherwise it says why not, and the
+synthetic pool with this module's `augment_on_device` (the same operations) is measured instead.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,25 +32,66 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
-def synthetic_pool(count: int, size: int, *, seed: int = 0) -> torch.Tensor:
-    """`count` random uint8 RGB images [count, 3, size, size] on the host (pinned when CUDA can use it)."""
-    generator = torch.Generator().manual_seed(seed)
-    pool = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=generator)
-    return pool.pin_memory() if torch.cuda.is_available() else pool
+@dataclass(frozen=True)
+class Source:
+    """Host images (uint8, as the loader reads them) and the device-side transform that turns a batch into inputs."""
+
+    images: torch.Tensor
+    transform: Callable[[torch.Tensor], torch.Tensor]
+    description: str
+    augmentation: str
 
 
-def cache_pool(count: int, size: int, workdir: Path) -> tuple[torch.Tensor | None, str]:
-    """Images read back from training_scripts.image_cache, or (None, why not). WIRE-AFTER-MERGE: see the module doc.
+def synthetic_source(count: int, size: int, out_size: int) -> Source:
+    """Random uint8 images [count, 3, size, size] in host memory, with `augment_on_device`."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=generator)
+    device_generator: dict[str, torch.Generator] = {}
 
-    When the module exists, this should write `count` synthetic PNGs under `workdir`, build the cache there at
-    `size` px and return its uint8 arrays as one [count, 3, size, size] tensor (pinned on CUDA).
-    """
+    def transform(batch: torch.Tensor) -> torch.Tensor:
+        gen = device_generator.setdefault("g", torch.Generator(device=batch.device).manual_seed(2))
+        return augment_on_device(batch, out_size, gen, channels_last=True)
+
+    return Source(
+        images,
+        transform,
+        f"synthetic uint8 tensors ({count} x 3 x {size}^2, host memory)",
+        "device_loader.augment_on_device: random resized crop (8-100% area, 3/4-4/3) + flip in one grid_sample, "
+        "normalise",
+    )
+
+
+def cache_source(count: int, size: int, out_size: int, workdir: Path) -> tuple[Source | None, str]:
+    """The project's decode-once cache of `count` synthetic PNGs built under `workdir`, read through a memory map,
+    with image_augment.TrainBatchTransform; or (None, why not)."""
     try:
-        importlib.import_module("training_scripts.image_cache")
-    except ImportError:
-        return None, "skipped: training_scripts.image_cache not available"
-    del count, size, workdir  # used once the cache's API is wired in
-    return None, "skipped: training_scripts.image_cache is present but not wired into the GPU check yet"
+        image_augment = importlib.import_module("training_scripts.image_augment")
+        image_cache = importlib.import_module("training_scripts.image_cache")
+        preprocess_config = importlib.import_module("training_scripts.preprocess_config")
+        synth = importlib.import_module("training_scripts.synth")
+        np = importlib.import_module("numpy")
+    except ImportError as exc:
+        return None, f"skipped: training_scripts.image_cache not available ({exc})"
+    data = workdir / "images"
+    synth.synth_images(data, per_class=max(1, count // 2), image_size=size, imbalance=1.0, mode="L")
+    classes = sorted(p for p in data.iterdir() if p.is_dir())
+    samples = [(path, label) for label, folder in enumerate(classes) for path in sorted(folder.glob("*.png"))]
+    settings = image_cache.CacheSettings(resize_size=size, image_size=out_size, channels=3)
+    started = time.perf_counter()
+    cached = image_cache.ensure_cache(data, samples, settings, workdir / "cache")
+    build_s = time.perf_counter() - started
+    # Copy-on-write map: torch wants a writable array; the file itself is never written.
+    images = torch.from_numpy(np.load(cached.array_path, mmap_mode="c"))
+    transform = image_augment.TrainBatchTransform(
+        preprocess_config.ImagePreprocessConfig(image_size=out_size, resize_size=size)
+    )
+    note = (
+        f"used: {len(samples)} synthetic {size} px PNGs cached by training_scripts.image_cache.ensure_cache in "
+        f"{build_s:.1f} s ({cached.status}), augmented by image_augment.TrainBatchTransform"
+    )
+    description = f"training_scripts.image_cache memory map {tuple(cached.shape)}"
+    augmentation = "image_augment.TrainBatchTransform on the device (random resized crop + flip, normalise)"
+    return Source(images, transform, description, augmentation), note
 
 
 def _crop_affines(batch: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
@@ -87,24 +135,46 @@ def augment_on_device(
 
 
 class DeviceFedBatches:
-    """Endless batches: random indices into the host pool, a uint8 copy to the device, augmentation there."""
+    """Endless batches: random rows of the host images, a uint8 copy to the device, the transform there.
 
-    def __init__(
-        self, pool: torch.Tensor, batch_size: int, out_size: int, device: torch.device, *, channels_last: bool
-    ) -> None:
-        self.pool = pool
+    The host side (the gather a memory-mapped cache read does, and pinning) runs in one background thread, `prefetch`
+    batches ahead, as a DataLoader worker would, so it overlaps the GPU's work instead of queueing behind it; torch
+    releases the GIL inside index_select and pin_memory. Call `close()` when done.
+    """
+
+    def __init__(self, source: Source, batch_size: int, device: torch.device, *, prefetch: int = 2) -> None:
+        self.source = source
         self.batch_size = batch_size
-        self.out_size = out_size
         self.device = device
-        self.channels_last = channels_last
         self._host_generator = torch.Generator().manual_seed(1)
-        self._device_generator = torch.Generator(device=device).manual_seed(2)
-        self._pinned = pool.is_pinned()
+        self._pin = device.type == "cuda"
+        self._ready: queue.Queue[torch.Tensor] = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="gpu-check-loader", daemon=True)
+        self._thread.start()
+
+    def _host_batch(self) -> torch.Tensor:
+        images = self.source.images
+        index = torch.randint(0, images.shape[0], (self.batch_size,), generator=self._host_generator)
+        host = images.index_select(0, index)
+        # A fresh pinned buffer per batch, as DataLoader(pin_memory=True) makes: the caching host allocator keeps it
+        # alive until its asynchronous copy has finished, so no buffer is overwritten while in flight.
+        return host.pin_memory() if self._pin else host
+
+    def _produce(self) -> None:
+        while not self._stop.is_set():
+            batch = self._host_batch()
+            while not self._stop.is_set():
+                try:
+                    self._ready.put(batch, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
 
     def next_batch(self) -> torch.Tensor:
-        index = torch.randint(0, self.pool.shape[0], (self.batch_size,), generator=self._host_generator)
-        host = self.pool.index_select(0, index)  # the gather a memory-mapped cache read does
-        if self._pinned:
-            host = host.pin_memory()  # as DataLoader(pin_memory=True) does, so the copy below is asynchronous
-        uint8 = host.to(self.device, non_blocking=self._pinned)
-        return augment_on_device(uint8, self.out_size, self._device_generator, channels_last=self.channels_last)
+        uint8 = self._ready.get().to(self.device, non_blocking=self._pin)
+        return self.source.transform(uint8).contiguous(memory_format=torch.channels_last)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from benchmarks.gpu_check.context import StageContext
-from benchmarks.gpu_check.device_loader import DeviceFedBatches, cache_pool, synthetic_pool
+from benchmarks.gpu_check.device_loader import DeviceFedBatches, cache_source, synthetic_source
 from benchmarks.gpu_check.sizes import mfu, peak_bf16_flops
 from benchmarks.gpu_check.timing import synchronize, time_steps
 from training_scripts import resnet
@@ -135,26 +135,27 @@ def cache_loader(ctx: StageContext) -> dict[str, Any]:
     """c) the train step fed by the loader end to end, and the loader alone, at the largest batch size."""
     sizes = ctx.sizes
     batch = sizes.batch_sizes[0]
-    pool, cache_note = cache_pool(sizes.loader_pool, sizes.cache_image_size, ctx.workdir)
-    source = "training_scripts.image_cache"
-    if pool is None:
-        pool = synthetic_pool(sizes.loader_pool, sizes.cache_image_size)
-        source = (
-            f"synthetic uint8 tensors ({sizes.loader_pool} x 3 x {sizes.cache_image_size}^2, host memory"
-            f"{', pinned' if pool.is_pinned() else ''}) standing in for the decode-once cache"
+    source, cache_note = cache_source(sizes.loader_pool, sizes.cache_image_size, sizes.image_size, ctx.workdir)
+    if source is None:
+        source = synthetic_source(sizes.loader_pool, sizes.cache_image_size, sizes.image_size)
+    loader = DeviceFedBatches(source, batch, ctx.device)
+    try:
+        half = time.perf_counter() + max(ctx.left_s(), 0) / 2  # the loader alone gets half the budget at most
+        alone = time_steps(
+            loader.next_batch, ctx.device, warmup=sizes.warmup_steps, steps=sizes.timed_steps, deadline=half
         )
-    loader = DeviceFedBatches(pool, batch, sizes.image_size, ctx.device, channels_last=True)
-    half = time.perf_counter() + max(ctx.left_s(), 0) / 2  # the loader alone gets half the budget at most
-    alone = time_steps(loader.next_batch, ctx.device, warmup=sizes.warmup_steps, steps=sizes.timed_steps, deadline=half)
-    model = _model(ctx)
-    step = _train_step(model, ctx, loader.next_batch, batch)
-    fed = time_steps(step, ctx.device, warmup=sizes.warmup_steps, steps=sizes.timed_steps, deadline=ctx.deadline)
-    loss = step()
-    synchronize(ctx.device)
+        model = _model(ctx)
+        step = _train_step(model, ctx, loader.next_batch, batch)
+        fed = time_steps(step, ctx.device, warmup=sizes.warmup_steps, steps=sizes.timed_steps, deadline=ctx.deadline)
+        loss = step()
+        synchronize(ctx.device)
+    finally:
+        loader.close()
     record = {
-        "source": source,
+        "source": source.description,
         "image_cache": cache_note,
-        "augmentation": "on the device: random resized crop (8-100% area, 3/4-4/3) + flip via grid_sample, normalise",
+        "augmentation": source.augmentation,
+        "host_side": "index gather + pinning in one background thread, 2 batches ahead",
         "batch_size": batch,
         "image_size": sizes.image_size,
         "loader_images_per_s": round(alone.per_second(batch), 1),

@@ -55,7 +55,7 @@ SMOKE_BUDGET_FACTOR = 0.25
 STAGES: tuple[Stage, ...] = (
     Stage("environment", "a", other_stages.environment, 10),
     Stage("resnet_eager", "b", resnet_stages.resnet_eager, 40),
-    Stage("cache_loader", "c", resnet_stages.cache_loader, 30),
+    Stage("cache_loader", "c", resnet_stages.cache_loader, 45),  # building the cache of 512 PNGs included
     Stage("lstm", "d", other_stages.lstm, 20),
     Stage("fp16_grad_scaler", "e", other_stages.fp16_grad_scaler, 25),
     Stage("checkpoint_resume", "f", other_stages.checkpoint_resume, 20),

@@ -51,8 +51,10 @@ def test_smoke_run_passes_every_stage_within_60_s(smoke_run: tuple[Any, float, P
     assert [row["batch_size"] for row in stages["resnet_eager"]["rows"]] == list(sizes.SMOKE.batch_sizes)
     assert all(row["images_per_s"] > 0 and row["mfu"] is None for row in stages["resnet_eager"]["rows"])
     assert stages["resnet_compiled"]["compile_backend"] == "aot_eager"
-    assert stages["cache_loader"]["source"].startswith("synthetic uint8 tensors")
-    assert stages["cache_loader"]["image_cache"].startswith("skipped: training_scripts.image_cache")
+    # numpy and Pillow are here, so the project's own cache and TrainBatchTransform feed the step.
+    assert stages["cache_loader"]["source"].startswith("training_scripts.image_cache memory map (8, 40, 40, 3)")
+    assert stages["cache_loader"]["image_cache"].startswith("used: 8 synthetic 40 px PNGs")
+    assert stages["cache_loader"]["train_images_per_s_fed"] > 0
     assert stages["lstm"]["samples_per_s"] > 0 and stages["fp16_grad_scaler"]["loss_finite"] is True
     assert stages["checkpoint_resume"]["writer"].startswith("training_scripts.checkpoint.CheckpointManager")
     assert stages["ddp_step"]["backend"] == "gloo" and stages["ddp_step"]["all_reduce_sum"] == 3.0
@@ -196,3 +198,26 @@ def test_the_benchmarks_page_keeps_its_gpu_check_section_when_regenerated() -> N
     page = render([])
     assert "## GPU check" in page and "make gpu-check" in page
     assert page.split("## GPU check", 1)[1] in (REPO / "docs" / "benchmarks.md").read_text()
+
+
+def test_without_the_cache_modules_the_loader_falls_back_to_the_synthetic_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = device_loader.importlib.import_module
+
+    def no_cache(name: str) -> Any:
+        if name == "training_scripts.image_cache":
+            raise ModuleNotFoundError("No module named 'PIL'")  # as on a device machine without Pillow
+        return real(name)
+
+    monkeypatch.setattr(device_loader.importlib, "import_module", no_cache)
+    source, note = device_loader.cache_source(4, 40, 32, tmp_path)
+    assert source is None
+    assert note == "skipped: training_scripts.image_cache not available (No module named 'PIL')"
+    loader = device_loader.DeviceFedBatches(device_loader.synthetic_source(4, 40, 32), 3, torch.device("cpu"))
+    try:
+        batch = loader.next_batch()
+    finally:
+        loader.close()
+    assert batch.shape == (3, 3, 32, 32) and batch.is_contiguous(memory_format=torch.channels_last)
+    assert not loader._thread.is_alive()
