@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -221,3 +222,40 @@ def test_without_the_cache_modules_the_loader_falls_back_to_the_synthetic_pool(
         loader.close()
     assert batch.shape == (3, 3, 32, 32) and batch.is_contiguous(memory_format=torch.channels_last)
     assert not loader._thread.is_alive()
+
+
+@pytest.mark.slow
+def test_smoke_run_passes_without_numpy_or_pillow_as_on_the_device_machine(tmp_path: Path) -> None:
+    # The device machine's own python may have torch alone: every stage must still run, degrading where it must.
+    code = (
+        "import sys\n"
+        "sys.modules['numpy'] = None\n"  # makes `import numpy` raise ImportError
+        "sys.modules['PIL'] = None\n"
+        "from benchmarks.gpu_check.runner import main\n"
+        f"raise SystemExit(main(['--smoke', '--out', {str(tmp_path)!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stages = json.loads((tmp_path / runner.JSON_NAME).read_text())["stages"]
+    assert {record["status"] for record in stages.values()} == {"ok"}
+    assert stages["environment"]["numpy"] is None
+    assert stages["cache_loader"]["image_cache"].startswith("skipped: training_scripts.image_cache not available")
+    assert stages["cache_loader"]["source"].startswith("synthetic uint8 tensors")
+    assert stages["checkpoint_resume"]["writer"].startswith("torch.save (training_scripts.checkpoint not importable")
+
+
+def test_make_gpu_check_needs_no_venv_and_writes_to_out() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(
+        ["make", "-n", "gpu-check", "PYTHON=/nonexistent/python"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**ENV, "OUT": "/tmp/device-out"},
+        check=True,
+    )
+    # Only the check itself: no venv creation or pip install (the device machine has no network).
+    assert dry.stdout.strip() == "python3 -m benchmarks.gpu_check --out ${OUT:-runs/gpu-check}"
