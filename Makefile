@@ -4,7 +4,7 @@ PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint unit integration bench clean lock fuzz
+.PHONY: install demo test lint unit integration bench gpu-check fuzz clean lock
 
 # One pip call resolves every package together (installed one after another, the OpenTelemetry pins of
 # mlflow and the inference server clash). Reinstalled whenever the constraints or pyproject change.
@@ -36,6 +36,13 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) -m benchmarks.run_all
+
+## The one prepared GPU check (benchmarks/gpu_check): no venv stamp, since the GPU machine has no network and its
+## own PyTorch; it runs with .venv's python when there is one, else python3 (override: GPU_CHECK_PYTHON=...).
+## Results go to $OUT when it is set (the folder the device tool brings back), else to runs/gpu-check.
+GPU_CHECK_PYTHON ?= $(or $(wildcard $(PYTHON)),python3)
+gpu-check:
+	$(GPU_CHECK_PYTHON) -m benchmarks.gpu_check --out $${OUT:-runs/gpu-check}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs mlruns

@@ -17,6 +17,29 @@ repeated runs unless the table says otherwise. Ratios are computed from figures 
 run. Regenerate one with its command, then this page with `python -m benchmarks.report`.
 """
 
+# Written by hand, not from a results file: the GPU check (benchmarks/gpu_check) writes its own JSON and Markdown
+# into its --out folder. Replace the last paragraph with its figures (and the machine's name) once it has run.
+GPU_CHECK = """
+
+## GPU check
+
+`make gpu-check` (or `python -m benchmarks.gpu_check --out DIR`) is the one prepared check of issue 14 for a CUDA
+machine: environment; ResNet-50 train-step images/s at bf16 autocast + channels_last, eager and with torch.compile,
+at batch 256 and 128, with MFU (images/s x 3 x 8.2 GFLOP / the GPU's dense bf16 peak; null for a GPU not in
+`benchmarks/gpu_check/sizes.py`); the train step fed end to end by the decode-once cache
+(training_scripts.image_cache built from 512 synthetic PNGs, read through its memory map, `TrainBatchTransform` on
+the GPU; where numpy or Pillow is missing, a synthetic uint8 pool with the same operations, as its JSON says); the
+LSTM scenario's samples/s; fp16 + GradScaler (the T4 path); a checkpoint written and resumed on the GPU; a
+one-process DDP step over NCCL. It needs only torch and the standard library (the device machine has its own
+PyTorch and no network; stage c uses numpy and Pillow where they import), needs no venv, and stops itself after 270
+s. It rewrites `gpu_check.json` after every stage and writes `gpu_check.md` (also printed) at the end, into `$OUT`
+when set (the folder the device tool brings back), else `runs/gpu-check`. On the device tool: `make gpu-check ||
+python3 -m benchmarks.gpu_check --out "$OUT"`. `python -m benchmarks.gpu_check --smoke` runs the same code on the
+CPU at tiny sizes (the test suite does, in tests/unit/test_gpu_check.py).
+
+No GPU figures have been measured yet: no GPU machine was lent to the sessions that built the check.
+"""
+
 
 def _cell(value: Any) -> str:
     if value is None:
@@ -54,6 +77,7 @@ def render(results: list[BenchmarkResult]) -> str:
             parts.append("")
         for note in result.notes:
             parts.append(f"- {note}")
+    parts.append(GPU_CHECK)
     return "\n".join(parts).rstrip() + "\n"
 
 
