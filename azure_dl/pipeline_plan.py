@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.pipeline_spec import PipelineSpec, Step
 
 
@@ -36,6 +37,14 @@ class PipelinePlan:
     def cost_bound(self) -> float | None:
         bounds = [step.cost_bound for step in self.steps]
         return None if any(b is None for b in bounds) else sum(b for b in bounds if b is not None)
+
+    @property
+    def needs(self) -> tuple[ClusterNeeds, ...]:
+        """One entry per cluster the steps use: a pipeline step runs on 1 dedicated node."""
+        sizes: dict[str, str | None] = {}
+        for step in self.steps:
+            sizes[step.compute] = step.vm_size
+        return tuple(ClusterNeeds(compute, vm_size, nodes=1, low_priority=False) for compute, vm_size in sizes.items())
 
 
 def _vm_for_compute(compute: str) -> Any:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from azure_dl.catalog import DEFAULT_REGION, LOW_PRIORITY_NOTE
+from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.spec import JobSpec
 from azure_dl.sweep_spec import SweepSpec
 
@@ -86,6 +87,7 @@ class CostPlan:
     cost_bound: float | None
     low_priority: bool
     bound_formula: str
+    needs: ClusterNeeds  # what the submission's preflight checks or ensures
     region: str = DEFAULT_REGION
     low_priority_estimate: float | None = None
     uploads: tuple[Upload, ...] = ()
@@ -135,7 +137,7 @@ def _hours(hours: float) -> str:
     return f"{hours:g} h"
 
 
-def _plan(spec: JobSpec, *, kind: str, node_hours: float, formula: str, region: str) -> CostPlan:
+def _plan(spec: JobSpec, *, kind: str, node_hours: float, formula: str, region: str, concurrent: int = 1) -> CostPlan:
     vm = spec.vm
     quote = vm.price_in(region)
     price = quote.per_hour if quote is not None else None
@@ -174,6 +176,14 @@ def _plan(spec: JobSpec, *, kind: str, node_hours: float, formula: str, region: 
         uploads=job_uploads(spec),
         profile=spec.tags.get("profile"),
         settings=spec.args,
+        # Concurrent trials each need their nodes at once: that is the cluster size to ensure and the quota to check.
+        needs=ClusterNeeds(
+            compute=spec.compute,
+            vm_size=spec.vm_size,
+            nodes=nodes * concurrent,
+            low_priority=spec.low_priority,
+            job_nodes=nodes,
+        ),
     )
 
 
@@ -191,7 +201,14 @@ def plan_sweep(sweep: SweepSpec, *, region: str = DEFAULT_REGION) -> CostPlan:
     else:
         formula = f"{sweep.max_concurrent_trials} concurrent x {_hours(sweep.effective_timeout_hours)} sweep timeout"
     node_hours = trial.instance_count * min(all_trials, busy_slots)
-    return _plan(trial, kind="sweep job", node_hours=node_hours, formula=formula, region=region)
+    return _plan(
+        trial,
+        kind="sweep job",
+        node_hours=node_hours,
+        formula=formula,
+        region=region,
+        concurrent=sweep.max_concurrent_trials,
+    )
 
 
 def print_plan(plan: CostPlan) -> None:

@@ -216,6 +216,5 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     from azure_dl.backends.azureml.pipelines import submit_pipeline_yaml
 
-    computes = {step.compute: step.vm_size for step in plan.steps}
-    submit_pipeline_yaml(args, path, computes=computes, ensure_compute=args.ensure_compute, stream=args.stream)
+    submit_pipeline_yaml(args, path, needs=plan.needs, ensure_compute=args.ensure_compute, stream=args.stream)
     return 0

@@ -95,7 +95,8 @@ def handle(args: argparse.Namespace) -> int:
             return code
         report_done(result, prepared.out)
         return 0
-    print_plan(plan_job(spec, region=region))
+    plan = plan_job(spec, region=region)
+    print_plan(plan)
     if args.dry_run:
         print(
             f"dry run: nothing was created or billed. {yaml_path} is exactly what submitting without --dry-run "
@@ -107,10 +108,8 @@ def handle(args: argparse.Namespace) -> int:
     submit_job_yaml(
         args,
         yaml_path,
+        needs=plan.needs,
         ensure_compute=args.ensure_compute,
-        vm_size=spec.vm_size,
-        instance_count=spec.instance_count,
-        low_priority=spec.low_priority,
         stream=args.stream,
     )
     return 0

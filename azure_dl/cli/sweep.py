@@ -139,7 +139,8 @@ def handle(args: argparse.Namespace) -> int:
         from azure_dl.backends.local.sweep import run_local_sweep
 
         return run_local_sweep(sweep, out=prepared.out, code_dir=prepared.snapshot.path, nproc=args.nproc)
-    print_plan(plan_sweep(sweep, region=region))
+    plan = plan_sweep(sweep, region=region)
+    print_plan(plan)
     if args.dry_run:
         print(
             f"dry run: nothing was created or billed. {yaml_path} is exactly what submitting without --dry-run sends."
@@ -147,15 +148,6 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     from azure_dl.backends.azureml.jobs import submit_job_yaml
 
-    trial = sweep.trial
-    submit_job_yaml(
-        args,
-        yaml_path,
-        ensure_compute=args.ensure_compute,
-        vm_size=trial.vm_size,
-        # Concurrent trials each need their nodes at once: that is the cluster size to ensure.
-        instance_count=trial.instance_count * sweep.max_concurrent_trials,
-        low_priority=trial.low_priority,
-        stream=args.stream,
-    )
+    # plan.needs: the cluster holds every concurrent trial's nodes at once (see plan.plan_sweep).
+    submit_job_yaml(args, yaml_path, needs=plan.needs, ensure_compute=args.ensure_compute, stream=args.stream)
     return 0

@@ -22,6 +22,7 @@ from azure_dl.backends.azureml.jobs import (
     show_job,
     submit_job_yaml,
 )
+from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.errors import AzureDLError, ConfigError, SpecError
 from tests.azure_fakes import (
     FakeComputeOperations,
@@ -209,7 +210,7 @@ def test_a_missing_cluster_is_an_error_without_ensure(job_yaml: Path) -> None:
 def test_cluster_of_another_size_or_too_few_nodes(job_yaml: Path) -> None:
     client, jobs, _ = _client()
     with pytest.raises(ConfigError, match="has VM size STANDARD_NC4AS_T4_V3, but the job was planned for"):
-        submit_job_yaml(None, job_yaml, ml_client=client, vm_size="Standard_NC8as_T4_v3")
+        submit_job_yaml(None, job_yaml, ml_client=client, needs=ClusterNeeds("gpu-t4", "Standard_NC8as_T4_v3", 2))
     client, jobs, _ = _client(max_nodes=1)
     with pytest.raises(ConfigError, match="at most 1 nodes, but the job needs 2"):
         submit_job_yaml(None, job_yaml, ml_client=client)
@@ -218,7 +219,7 @@ def test_cluster_of_another_size_or_too_few_nodes(job_yaml: Path) -> None:
 
 def test_ensure_compute_creates_the_cluster_after_the_quota_check(job_yaml: Path) -> None:
     client, jobs, compute = _client(cluster=False)
-    submit_job_yaml(None, job_yaml, ml_client=client, ensure_compute=True, vm_size=T4, instance_count=2)
+    submit_job_yaml(None, job_yaml, ml_client=client, ensure_compute=True, needs=ClusterNeeds("gpu-t4", T4, 2))
     (call,) = compute.calls_to("begin_create_or_update")
     cluster = call.args[0]
     assert (cluster.name, cluster.size, cluster.min_instances, cluster.max_instances) == ("gpu-t4", T4, 0, 2)
@@ -226,8 +227,43 @@ def test_ensure_compute_creates_the_cluster_after_the_quota_check(job_yaml: Path
 
     client, jobs, compute = _client(cluster=False, quota=0)
     with pytest.raises(QuotaError):
-        submit_job_yaml(None, job_yaml, ml_client=client, ensure_compute=True, vm_size=T4)
+        submit_job_yaml(None, job_yaml, ml_client=client, ensure_compute=True, needs=ClusterNeeds("gpu-t4", T4))
     assert compute.calls_to("begin_create_or_update") == [] and jobs.calls_to("create_or_update") == []
+
+
+def test_a_sweeps_quota_is_checked_on_the_nodes_the_cluster_is_grown_to(job_yaml: Path) -> None:
+    # 2 nodes per trial x 3 concurrent trials = 6 nodes x 4 vCPUs = 24: a 16-vCPU quota fits one trial, not the sweep.
+    sweep = ClusterNeeds("gpu-t4", T4, nodes=6, job_nodes=2)
+    client, jobs, compute = _client(cluster=False, quota=16)
+    with pytest.raises(QuotaError, match=r"needs 24 vCPUs \(6 nodes"):
+        submit_job_yaml(None, job_yaml, ml_client=client, ensure_compute=True, needs=sweep)
+    assert compute.calls_to("begin_create_or_update") == [] and jobs.calls_to("create_or_update") == []
+
+    client, jobs, compute = _client(cluster=False, quota=24)
+    submit_job_yaml(None, job_yaml, ml_client=client, ensure_compute=True, needs=sweep)
+    (call,) = compute.calls_to("begin_create_or_update")
+    assert call.args[0].max_instances == 6
+    # Without --ensure-compute an existing cluster needs only one trial's nodes (more trials queue).
+    client, jobs, _ = _client(max_nodes=2)
+    submit_job_yaml(None, job_yaml, ml_client=client, needs=sweep)
+    assert len(jobs.calls_to("create_or_update")) == 1
+
+
+def test_low_priority_is_refused_on_an_existing_dedicated_cluster(job_yaml: Path) -> None:
+    client, jobs, _ = _client()
+    with pytest.raises(
+        ConfigError, match="--low-priority was asked for, but compute cluster 'gpu-t4' is dedicated"
+    ) as info:
+        submit_job_yaml(None, job_yaml, ml_client=client, needs=ClusterNeeds("gpu-t4", T4, 2, low_priority=True))
+    assert "drop --low-priority" in str(info.value) and "low-priority cluster" in str(info.value)
+    assert jobs.calls_to("create_or_update") == []
+
+    compute = FakeComputeOperations([family_usage(T4_FAMILY, 64), regional_usage(100)])
+    compute.add_cluster("gpu-t4", T4, low_priority=True)
+    jobs = FakeJobOperations()
+    client = fake_ml_client(jobs=jobs, compute=compute)
+    submit_job_yaml(None, job_yaml, ml_client=client, needs=ClusterNeeds("gpu-t4", T4, 2, low_priority=True))
+    assert len(jobs.calls_to("create_or_update")) == 1
 
 
 def test_ensure_compute_needs_a_vm_size(job_yaml: Path) -> None:

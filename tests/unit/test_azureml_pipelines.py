@@ -10,6 +10,7 @@ import pytest
 
 from azure_dl.backends.azureml import client as client_module
 from azure_dl.backends.azureml.pipelines import load_pipeline_yaml, submit_pipeline_yaml
+from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.errors import ConfigError, SpecError
 from azure_dl.pipeline_inputs import apply_overrides
 from azure_dl.pipeline_render import write_pipeline_yaml
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 COMPUTES = {"d4s-v3": "Standard_D4s_v3", "nc4as-t4-v3": "Standard_NC4as_T4_v3"}
+NEEDS = tuple(ClusterNeeds(name, size) for name, size in COMPUTES.items())
 
 
 @pytest.fixture()
@@ -55,7 +57,7 @@ def test_submits_the_pipeline_exactly_as_loaded(pipeline_yaml: Path, capsys: pyt
     from azure.ai.ml.entities import PipelineJob
 
     client, jobs, _ = _client()
-    submitted = submit_pipeline_yaml(None, pipeline_yaml, computes=COMPUTES, ml_client=client)
+    submitted = submit_pipeline_yaml(None, pipeline_yaml, needs=NEEDS, ml_client=client)
 
     (call,) = jobs.calls_to("create_or_update")
     sent = call.args[0]
@@ -74,13 +76,13 @@ def test_submits_the_pipeline_exactly_as_loaded(pipeline_yaml: Path, capsys: pyt
 def test_refuses_a_missing_cluster_before_creating_anything(pipeline_yaml: Path) -> None:
     client, jobs, _ = _client(clusters={"d4s-v3": "Standard_D4s_v3"})
     with pytest.raises(ConfigError, match="compute cluster 'nc4as-t4-v3' does not exist"):
-        submit_pipeline_yaml(None, pipeline_yaml, computes=COMPUTES, ml_client=client)
+        submit_pipeline_yaml(None, pipeline_yaml, needs=NEEDS, ml_client=client)
     assert jobs.calls_to("create_or_update") == []
 
 
 def test_ensure_compute_creates_missing_clusters(pipeline_yaml: Path) -> None:
     client, jobs, compute = _client(clusters={})
-    submit_pipeline_yaml(None, pipeline_yaml, computes=COMPUTES, ensure_compute=True, ml_client=client)
+    submit_pipeline_yaml(None, pipeline_yaml, needs=NEEDS, ensure_compute=True, ml_client=client)
     created = {call.args[0].name: call.args[0].size for call in compute.calls_to("begin_create_or_update")}
     assert created == COMPUTES
     assert len(jobs.calls_to("create_or_update")) == 1
@@ -88,7 +90,7 @@ def test_ensure_compute_creates_missing_clusters(pipeline_yaml: Path) -> None:
 
 def test_stream_follows_the_pipeline(pipeline_yaml: Path) -> None:
     client, jobs, _ = _client()
-    submitted = submit_pipeline_yaml(None, pipeline_yaml, computes=COMPUTES, stream=True, ml_client=client)
+    submitted = submit_pipeline_yaml(None, pipeline_yaml, needs=NEEDS, stream=True, ml_client=client)
     assert [call.args[0] for call in jobs.calls_to("stream")] == [submitted.name]
 
 

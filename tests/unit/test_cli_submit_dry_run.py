@@ -12,6 +12,7 @@ import pytest
 
 from azure_dl import catalog, staging
 from azure_dl.cli.main import main
+from azure_dl.cluster_needs import ClusterNeeds
 from tests.golden_utils import assert_golden, normalise
 
 
@@ -294,10 +295,8 @@ def test_default_mode_hands_the_written_yaml_to_the_azure_backend(
     assert path == out / "job.yml" and path.is_file()
     assert workspace_args.workspace == "ws"
     assert options == {
+        "needs": ClusterNeeds("nc48ads-a100-v4", "Standard_NC48ads_A100_v4", nodes=2, low_priority=True, job_nodes=2),
         "ensure_compute": True,
-        "vm_size": "Standard_NC48ads_A100_v4",
-        "instance_count": 2,
-        "low_priority": True,
         "stream": True,
     }
 

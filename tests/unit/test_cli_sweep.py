@@ -283,4 +283,5 @@ def test_sweep_submission_sizes_the_cluster_for_concurrent_trials(
     assert main([*argv, "--max-concurrent", "3", "--ensure-compute"]) == 0
     path, options = calls[0]
     assert path == out / "sweep.yml"
-    assert options["instance_count"] == 6 and options["ensure_compute"] is True
+    # 2 nodes per trial x 3 concurrent trials: the cluster size to ensure and the quota to check.
+    assert (options["needs"].nodes, options["needs"].least_nodes) == (6, 2) and options["ensure_compute"] is True

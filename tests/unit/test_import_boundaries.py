@@ -178,3 +178,36 @@ def test_verb_modules_import_only_the_shared_cli_helpers() -> None:
             offenders[module] = other
     assert not offenders, f"verb modules importing other verbs (move the shared code to a library module): {offenders}"
     assert "azure_dl.cli._job_args" in _cli_imports(cli_dir / "sweep.py")  # the walk sees cli-to-cli imports
+
+
+def _private_uses(source: str) -> list[str]:
+    """`module._name` on an imported azure_dl / training_scripts module, or `from ... import _name` of one."""
+    tree = ast.parse(source)
+    modules: set[str] = set()
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"from {node.module} import {alias.name}")
+                modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update((a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] in PACKAGES)
+    for node in ast.walk(tree):
+        private = isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+        if private and isinstance(node.value, ast.Name) and node.value.id in modules:
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_calls_a_private_helper_of_another() -> None:
+    # What two modules share is public in one of them (e.g. backends/azureml/preflight.py for jobs and pipelines).
+    planted = "from azure_dl.backends.azureml import jobs\njobs._ensure_cluster_for(client)\n"
+    assert _private_uses(planted) == ["jobs._ensure_cluster_for"]  # the probe can fail
+    offenders = {
+        _module_name(path): uses
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        if (uses := _private_uses(path.read_text(encoding="utf-8")))
+    }
+    assert not offenders, f"private helpers used across modules (make them public where they belong): {offenders}"

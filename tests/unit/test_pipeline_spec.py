@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.errors import SpecError
 from azure_dl.pipeline_inputs import apply_overrides, parse_overrides, validate_inputs
 from azure_dl.pipeline_plan import plan_pipeline, plan_rows
@@ -222,6 +223,11 @@ def test_plan_names_vm_sizes_and_bounds_cost(tmp_path: Path, monkeypatch: pytest
     # A region without list prices: unknown, never 0.
     elsewhere = plan_pipeline(spec, region="westeurope")
     assert elsewhere.cost_bound is None and plan_rows(elsewhere)[-1][-1] == "unknown"
+    # One entry per cluster the steps use, each on 1 dedicated node.
+    assert plan.needs == (
+        ClusterNeeds("d4s-v3", "Standard_D4s_v3", nodes=1, low_priority=False),
+        ClusterNeeds("nc4as-t4-v3", "Standard_NC4as_T4_v3", nodes=1, low_priority=False),
+    )
 
     catalogue = tmp_path / "prices.toml"  # test prices, only to check the arithmetic
     catalogue.write_text(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from azure_dl import catalog
+from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.console import print_key_values
 from azure_dl.plan import plan_job, plan_sweep
 from azure_dl.spec import EnvironmentSpec, JobSpec, OutputSpec
@@ -83,6 +84,17 @@ def test_sweep_bound_is_the_smaller_of_all_trials_and_busy_slots(tmp_path: Path,
     full = plan_sweep(SweepSpec(trial, space, "val_macro_f1", max_total_trials=5, max_concurrent_trials=2))
     assert full.node_hours == 10.0 and full.cost_bound == pytest.approx(40.0)
     assert dict(full.rows())["time limit"] == "2 h per trial"
+
+
+def test_plans_yield_the_cluster_needs_preflight_takes(tmp_path: Path, priced: Path) -> None:
+    assert plan_job(job(tmp_path, low_priority=True)).needs == ClusterNeeds(
+        "nc64as-t4-v3", "Standard_NC64as_T4_v3", nodes=3, low_priority=True, job_nodes=3
+    )
+    trial = job(tmp_path, instance_count=2)
+    space = (SearchParam.parse("lr=loguniform(1e-5, 1e-2)"),)
+    needs = plan_sweep(SweepSpec(trial, space, "val_macro_f1", max_total_trials=6, max_concurrent_trials=3)).needs
+    # Every concurrent trial holds its nodes at once: 2 nodes x 3 trials; one trial alone needs 2.
+    assert (needs.compute, needs.nodes, needs.least_nodes, needs.low_priority) == ("nc64as-t4-v3", 6, 2, False)
 
 
 def test_low_priority_is_noted(tmp_path: Path, priced: Path) -> None:

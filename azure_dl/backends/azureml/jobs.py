@@ -14,14 +14,15 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from azure_dl.backends.azureml import client as azure_client
 from azure_dl.backends.azureml.client import job_studio_url, redact, require_sdk, sdk_errors
-from azure_dl.backends.azureml.compute import check_quota, ensure_compute, get_compute, tier_of
+from azure_dl.backends.azureml.preflight import preflight
+from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.errors import AzureDLError, ConfigError, SpecError
 from azure_dl.workspace import WorkspaceSettings
 from training_scripts.model_folder import ONNX_FILE, TRAINING_OUTPUT_FILES
@@ -159,7 +160,8 @@ def instance_count_of(job: Any) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------------------- submission
-def _client_for(workspace_args: argparse.Namespace | WorkspaceSettings | None) -> Any:
+def client_for(workspace_args: argparse.Namespace | WorkspaceSettings | None) -> Any:
+    """The MLClient for a verb's workspace flags (or WorkspaceSettings); the one factory jobs and pipelines use."""
     # Looked up on the module so that tests (and callers) can replace the factory in one place.
     if isinstance(workspace_args, WorkspaceSettings):
         return azure_client.get_ml_client(workspace_args)
@@ -170,10 +172,8 @@ def submit_job_yaml(
     workspace_args: argparse.Namespace | WorkspaceSettings | None,
     job_yaml: Path,
     *,
+    needs: ClusterNeeds | None = None,
     ensure_compute: bool = False,
-    vm_size: str | None = None,
-    instance_count: int = 1,
-    low_priority: bool = False,
     stream: bool = False,
     ml_client: Any = None,
 ) -> SubmittedJob:
@@ -181,20 +181,28 @@ def submit_job_yaml(
 
     `workspace_args` is the argparse namespace of a verb that called add_workspace_arguments() (or a
     WorkspaceSettings, signed in with DefaultAzureCredential); it is ignored when `ml_client` is given.
-    Before creating the job: with `ensure_compute`, the job's cluster is created (or grown to `instance_count`
-    nodes) with `vm_size`, quota checked first; without it, the cluster must exist, match `vm_size` (when given)
-    and have the nodes and quota the job needs. With `stream`, logs are followed until the job ends.
+    `needs` is what the plan says the job asks of its cluster (`plan_job(...).needs`, `plan_sweep(...).needs`);
+    the cluster checked is the one the YAML names. Before creating the job: with `ensure_compute`, that cluster is
+    created (or grown to the larger of the YAML's and the needs' node count) with the needs' VM size, quota
+    checked first on that node count; without it, the cluster must exist, match the VM size (when known) and
+    priority and have the nodes and quota one job needs (see backends/azureml/preflight.py). With `stream`, logs
+    are followed until the job ends.
     """
     job = load_job_yaml(Path(job_yaml))
-    client = ml_client if ml_client is not None else _client_for(workspace_args)
-    nodes = instance_count_of(job) or instance_count
-    compute_name = compute_name_of(job)
-    if ensure_compute:
-        _ensure_cluster_for(client, job_yaml, compute_name, vm_size, max(nodes, instance_count), nodes, low_priority)
-    elif compute_name:
-        _check_cluster_for(client, compute_name, vm_size, nodes)
-    else:
-        _note("the job names no compute cluster (serverless compute): cluster and quota checks skipped")
+    client = ml_client if ml_client is not None else client_for(workspace_args)
+    planned = needs if needs is not None else ClusterNeeds(compute=None, vm_size=None)
+    yaml_nodes = instance_count_of(job)
+    preflight(
+        client,
+        replace(
+            planned,
+            compute=compute_name_of(job),
+            nodes=max(yaml_nodes or planned.nodes, planned.nodes),
+            job_nodes=yaml_nodes or planned.job_nodes,
+        ),
+        ensure=ensure_compute,
+        source=Path(job_yaml),
+    )
 
     created = create_job(client, job)
     url = getattr(created, "studio_url", None) or job_studio_url(client, created.name)
@@ -206,70 +214,6 @@ def submit_job_yaml(
         with sdk_errors(f"read job {created.name}"):
             status = status_text(client.jobs.get(created.name))
     return SubmittedJob(name=created.name, studio_url=url, status=status)
-
-
-def _print_quota_warnings(warnings: tuple[str, ...]) -> None:
-    for warning in warnings:
-        _note(f"warning: {warning}")
-
-
-def _ensure_cluster_for(
-    client: Any,
-    job_yaml: Path,
-    compute_name: str | None,
-    vm_size: str | None,
-    max_nodes: int,
-    nodes: int,
-    low_priority: bool,
-) -> None:
-    if not compute_name:
-        raise SpecError(
-            f"{job_yaml} names no compute cluster, so there is none to ensure",
-            hint="render the job with a cluster name (--compute NAME), or submit without --ensure-compute",
-        )
-    if not vm_size:
-        raise SpecError(f"ensuring compute cluster {compute_name!r} needs its VM size", hint="pass --vm-size SIZE")
-    quota = check_quota(client, vm_size, nodes, low_priority=low_priority)
-    _print_quota_warnings(quota.warnings)
-    result = ensure_compute(client, compute_name, vm_size, max_nodes, low_priority=low_priority, only_grow=True)
-    cluster = result.compute
-    _note(
-        f"compute cluster {compute_name}: {result.action} ({cluster.size}, "
-        f"{cluster.min_instances}-{cluster.max_instances} nodes)"
-    )
-
-
-def _check_cluster_for(client: Any, compute_name: str, vm_size: str | None, nodes: int) -> None:
-    from azure_dl.catalog import lookup_vm_size
-
-    cluster = get_compute(client, compute_name)
-    if cluster is None:
-        raise ConfigError(
-            f"compute cluster {compute_name!r} does not exist in workspace {client.workspace_name}",
-            hint=f"create it with `azure-dl compute ensure {compute_name} --size SIZE --max-nodes N`, "
-            "or submit with --ensure-compute",
-        )
-    if str(getattr(cluster, "type", "")).lower() != "amlcompute":
-        _note(f"compute {compute_name!r} is a {cluster.type}, not a cluster: size and quota checks skipped")
-        return
-    size = str(cluster.size or "")
-    if vm_size and size.lower() != vm_size.lower():
-        raise ConfigError(
-            f"compute cluster {compute_name!r} has VM size {size}, but the job was planned for {vm_size}",
-            hint=f"pass --vm-size {size}, or choose another cluster (--compute NAME) for {vm_size}",
-        )
-    if (cluster.max_instances or 0) < nodes:
-        raise ConfigError(
-            f"compute cluster {compute_name!r} scales to at most {cluster.max_instances} nodes, "
-            f"but the job needs {nodes}",
-            hint=f"grow it: azure-dl compute ensure {compute_name} --size {size} --max-nodes {nodes} "
-            "(or submit with --ensure-compute)",
-        )
-    if lookup_vm_size(size) is None:
-        _note(f"VM size {size} of cluster {compute_name!r} is not in the catalogue: quota not checked")
-        return
-    quota = check_quota(client, size, nodes, low_priority=tier_of(cluster.tier) == "low_priority")
-    _print_quota_warnings(quota.warnings)
 
 
 def _existing_job(client: Any, name: str) -> Any | None:

@@ -1,20 +1,22 @@
 """Submit a rendered pipeline.yml to Azure ML: load it with azure.ai.ml.load_job (validation) and create it.
 
 The file is the one `azure-dl pipeline --dry-run` writes; nothing is rebuilt here. Before creating the job each
-cluster the steps name is checked (exists, right size, quota) or, with `ensure_compute`, created - the same checks
-a command job gets (azure_dl/backends/azureml/jobs.py). Azure ML itself registers the pipeline's named
+cluster the steps name is checked (exists, right size, quota) or, with `ensure_compute`, created - the same
+`preflight` a command job gets (azure_dl/backends/azureml/preflight.py). Azure ML itself registers the pipeline's named
 `custom_model` output when the register step succeeds.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from azure_dl.backends.azureml import jobs
 from azure_dl.backends.azureml.client import job_studio_url, sdk_errors
+from azure_dl.backends.azureml.preflight import preflight
+from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.errors import SpecError
 from azure_dl.workspace import WorkspaceSettings
 
@@ -37,23 +39,21 @@ def submit_pipeline_yaml(
     workspace_args: argparse.Namespace | WorkspaceSettings | None,
     pipeline_yaml: Path,
     *,
-    computes: Mapping[str, str | None],
+    needs: Iterable[ClusterNeeds],
     ensure_compute: bool = False,
     stream: bool = False,
     ml_client: Any = None,
 ) -> jobs.SubmittedJob:
     """Create the pipeline job in `pipeline_yaml` and print its name and studio URL (then follow it with `stream`).
 
-    `computes` maps each cluster the steps use to the VM size the plan assumed (None when unknown). Without
-    `ensure_compute` every cluster must exist with that size; with it, missing clusters are created (quota first).
+    `needs` are the clusters the steps use (`plan_pipeline(...).needs`: VM size as planned, None when unknown, one
+    dedicated node each). Without `ensure_compute` every cluster must exist with that size; with it, missing
+    clusters are created (quota first).
     """
     job = load_pipeline_yaml(Path(pipeline_yaml))
-    client = ml_client if ml_client is not None else jobs._client_for(workspace_args)
-    for compute, vm_size in computes.items():
-        if ensure_compute:
-            jobs._ensure_cluster_for(client, Path(pipeline_yaml), compute, vm_size, 1, 1, False)
-        else:
-            jobs._check_cluster_for(client, compute, vm_size, 1)
+    client = ml_client if ml_client is not None else jobs.client_for(workspace_args)
+    for cluster in needs:
+        preflight(client, cluster, ensure=ensure_compute, source=Path(pipeline_yaml))
 
     created = jobs.create_job(client, job)
     url = getattr(created, "studio_url", None) or job_studio_url(client, created.name)
