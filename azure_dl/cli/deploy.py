@@ -192,7 +192,7 @@ class Staged:
 
 def stage(args: argparse.Namespace, choice: ModelChoice, deployment_name: str, auth: str, task: str) -> Staged:
     """Snapshot, environment and sample request under --out, then endpoint.yml and deployment.yml (pure I/O here)."""
-    from azure_dl.backends.azureml.endpoints import write_sample_request
+    from azure_dl.backends.azureml.endpoint_smoke import write_sample_request
     from azure_dl.endpoint_spec import (
         DEFAULT_INSTANCE_TYPE,
         MAX_BATCH_ENV,

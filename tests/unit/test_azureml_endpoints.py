@@ -10,10 +10,14 @@ from typing import Any
 
 import pytest
 
-from azure_dl.backends.azureml.endpoints import (
-    PREVIOUS_TRAFFIC_TAG,
+from azure_dl.backends.azureml.endpoint_smoke import (
     SmokeTestFailed,
     check_response,
+    sample_request,
+    write_sample_request,
+)
+from azure_dl.backends.azureml.endpoints import (
+    PREVIOUS_TRAFFIC_TAG,
     choose_deployment_name,
     delete_deployment,
     delete_endpoint,
@@ -21,9 +25,7 @@ from azure_dl.backends.azureml.endpoints import (
     read_endpoint,
     rollback,
     rollout,
-    sample_request,
     set_traffic,
-    write_sample_request,
 )
 from azure_dl.endpoint_spec import DeploymentSpec, EndpointSpec, ModelRef
 from azure_dl.environments import environment_spec
