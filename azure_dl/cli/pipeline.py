@@ -148,7 +148,7 @@ def build(args: argparse.Namespace) -> tuple[PipelineSpec, Path, list[str]]:
 
 
 def _run_local(args: argparse.Namespace, spec: PipelineSpec, out: Path, snapshot: Any) -> int:
-    from azure_dl.backends.local.pipeline import run_pipeline, summary_rows
+    from azure_dl.backends.local.pipelines import run_pipeline, summary_rows
     from azure_dl.console import note, print_table
 
     run = run_pipeline(

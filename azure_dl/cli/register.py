@@ -92,7 +92,7 @@ def _report_quantization(report: Any) -> None:
 
 
 def _register_local(args: argparse.Namespace, folder: Path, min_metrics: dict[str, float], quantize: Any) -> int:
-    from azure_dl.backends.local.registry import register_local
+    from azure_dl.backends.local.models import register_local
     from azure_dl.console import print_key_values
     from azure_dl.model_registration import check_registration_gate
 

@@ -199,7 +199,7 @@ def test_malformed_text_requests_get_4xx_with_a_message_and_the_server_keeps_ser
 def test_serve_cli_serves_a_registered_model_and_stops_on_ctrl_c(
     trained_lstm: Path, tmp_path: Path, mlflow_store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from azure_dl.backends.local.registry import register_local
+    from azure_dl.backends.local.models import register_local
     from azure_dl.cli.main import main
 
     registered = register_local(trained_lstm, "tiny-lstm")

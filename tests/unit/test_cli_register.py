@@ -105,16 +105,16 @@ def test_register_a_job_output_uri(azure: Any, lstm: Path, capsys: pytest.Captur
 def test_register_locally_needs_no_workspace(
     azure: Any, lstm: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from azure_dl.backends.local import registry
+    from azure_dl.backends.local import models as local_models
 
     calls: list[tuple[Path, str, Any]] = []
 
     def register_local(folder: Path, name: str, *, min_metrics: Any = None) -> Any:
         calls.append((Path(folder), name, min_metrics))
-        return registry.RegisteredModel(name, "4", reused=False)
+        return local_models.RegisteredModel(name, "4", reused=False)
 
-    # The MLflow registry itself is tested in test_local_registry.py; here: the verb's wiring, without a workspace.
-    monkeypatch.setattr(registry, "register_local", register_local)
+    # The MLflow registry itself is tested in test_local_models.py; here: the verb's wiring, without a workspace.
+    monkeypatch.setattr(local_models, "register_local", register_local)
     assert main(["register", str(lstm), "--name", "reviews", "--local", "--min-metric", "accuracy=0.1"]) == 0
     assert calls == [(lstm, "reviews", {"accuracy": 0.1})]
     assert "models:/reviews/4" in capsys.readouterr().out

@@ -59,7 +59,7 @@ def test_resolve_model_takes_folders_and_registry_references(tmp_path: Path, mon
         seen.append(ref)
         return folder
 
-    monkeypatch.setattr("azure_dl.backends.local.registry.resolve_local_model", fake_resolve)
+    monkeypatch.setattr("azure_dl.backends.local.models.resolve_local_model", fake_resolve)
     assert endpoint.resolve_model("models:/xray/3") == endpoint.ResolvedModel(folder, "xray", "3")
     assert endpoint.resolve_model("xray:latest") == endpoint.ResolvedModel(folder, "xray", "latest")
     assert seen == ["models:/xray/3", "xray:latest"]

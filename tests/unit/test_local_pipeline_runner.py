@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from azure_dl.backends.local.pipeline import PipelineRun, run_pipeline, summary_rows
+from azure_dl.backends.local.pipelines import PipelineRun, run_pipeline, summary_rows
 from azure_dl.pipeline_inputs import apply_overrides
 from azure_dl.pipeline_spec import PipelineSpec, load_pipeline
 

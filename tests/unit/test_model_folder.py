@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from azure_dl.backends.azureml.models import register_model
-from azure_dl.backends.local.registry import register_local
+from azure_dl.backends.local.models import register_local
 from azure_dl.errors import AzureDLError
 from azure_dl.model_registration import CONTENT_HASH_TAG, RegistrationRefused, check_registration_gate
 from azure_dl.model_registration import content_hash as control_plane_hash

@@ -88,7 +88,7 @@ def resolve_model(ref: str, *, tracking_uri: str | None = None) -> ResolvedModel
         path = path.resolve()
         return ResolvedModel(path, path.name, "1")
     if ref.startswith("models:/") or ":" in ref:
-        from azure_dl.backends.local.registry import parse_model_ref, resolve_local_model
+        from azure_dl.backends.local.models import parse_model_ref, resolve_local_model
 
         name, version = parse_model_ref(ref)
         return ResolvedModel(resolve_local_model(ref, tracking_uri=tracking_uri), name, version)

@@ -183,7 +183,7 @@ class _Tracking:
     """Parent and child runs through an explicit MlflowClient (no global MLflow state in this process)."""
 
     def __init__(self, uri: str, experiment: str) -> None:
-        from azure_dl.backends.local.registry import ensure_experiment, mlflow_client
+        from azure_dl.backends.local.models import ensure_experiment, mlflow_client
 
         self.uri = uri
         self.client = mlflow_client(uri)
@@ -376,7 +376,7 @@ def _register_outputs(
     say: Callable[[str], None],
 ) -> None:
     """Register the step's outputs that are named custom_model pipeline outputs (Azure ML does this itself)."""
-    from azure_dl.backends.local.registry import register_local
+    from azure_dl.backends.local.models import register_local
 
     for port, pipeline_output in step.outputs.items():
         output = spec.outputs.get(pipeline_output) if pipeline_output else None

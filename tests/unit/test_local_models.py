@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from azure_dl.backends.local.registry import parse_model_ref, register_local, resolve_local_model
+from azure_dl.backends.local.models import parse_model_ref, register_local, resolve_local_model
 from azure_dl.errors import AzureDLError
 from azure_dl.model_registration import CONTENT_HASH_TAG, RegistrationRefused
 
