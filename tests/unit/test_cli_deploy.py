@@ -115,8 +115,17 @@ def test_dry_run_of_a_registered_model_needs_its_task(azure: Any, capsys: pytest
 
 
 def test_a_failing_gate_stops_the_deploy(azure: Any, lstm: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["deploy", str(lstm), "--endpoint", "reviews", "--min-metric", "macro_f1=1.01", "--dry-run"]) == 2
-    assert "below the minimum 1.0100" in capsys.readouterr().err
+    import json
+
+    metrics = json.loads((lstm / "metrics.json").read_text())
+    metrics["test"]["macro_f1"] = 0.5  # a model that misses the gate below
+    (lstm / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["deploy", str(lstm), "--endpoint", "reviews", "--min-metric", "macro_f1=0.9", "--dry-run"]) == 2
+    assert "test macro_f1 0.5000 is below the minimum 0.9000" in capsys.readouterr().err
+    # A minimum no fraction can reach is a usage error, not a refused model.
+    with pytest.raises(SystemExit):
+        main(["deploy", str(lstm), "--endpoint", "reviews", "--min-metric", "macro_f1=1.01", "--dry-run"])
+    assert "is not between 0 and 1" in capsys.readouterr().err
 
 
 def test_deploy_a_folder_registers_it_then_rolls_out(
