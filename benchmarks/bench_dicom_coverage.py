@@ -78,16 +78,17 @@ def pydicom_view(path: Path) -> tuple[str, str, bool, str, str]:
     except Exception as exc:
         return "", "", False, "", f"pydicom cannot read it: {_short(exc)}"
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    syntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in ds.__dict__ or hasattr(ds, "file_meta") else None
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     syntax_name = getattr(syntax, "name", str(syntax or ""))
     try:
         frame = pixel_array(ds, index=0)
     except Exception as exc:
         return photometric, syntax_name, False, "", f"pydicom cannot decode its first frame: {_short(exc)}"
-    if frame.ndim == 2:
-        kind = "grey" if photometric in ("MONOCHROME1", "MONOCHROME2") else "other"
-        if photometric == "PALETTE COLOR":
-            kind = "colour"  # indices into a colour table: pydicom's apply_color_lut makes them RGB
+    if frame.ndim == 2 and photometric in ("MONOCHROME1", "MONOCHROME2"):
+        kind = "grey"
+    elif frame.ndim == 2 and photometric == "PALETTE COLOR":
+        kind = "colour"  # indices into colour tables, which pydicom's apply_color_lut turns into RGB
     elif frame.ndim == 3 and frame.shape[-1] == 3:
         kind = "colour"
     else:
@@ -96,7 +97,7 @@ def pydicom_view(path: Path) -> tuple[str, str, bool, str, str]:
 
 
 def trains(path: Path, folder: Path) -> str:
-    """ "" when training reads the file (scan's quick check, then the evaluation transform), else the reason."""
+    """Why training refuses the file (the scan's quick check, then the evaluation transform), or "" if it reads it."""
     from training_scripts.image_data import eval_transform
     from training_scripts.image_folder import check_image_file
     from training_scripts.preprocess_config import ImagePreprocessConfig
@@ -122,7 +123,7 @@ class _Session:
 
 
 def scores(path: Path) -> str:
-    """ "" when the image scorer accepts the file as a request item (default limits), else its 4xx message."""
+    """The 4xx status and message scoring gives the file as a request item (default limits), or "" if it scores."""
     from training_scripts import scoring
     from training_scripts.preprocess_config import ImagePreprocessConfig
 

@@ -4,8 +4,9 @@ Torch-free (numpy, PIL, onnxruntime; the inference server's response type only w
 the inference environment has no torch. The request/response contract:
 
 - image model: `{"images": ["<base64 JPEG/PNG/BMP/DICOM>", ...], "top_k": 3}` (`top_k` optional, 1..number of
-  classes, default min(3, number of classes)); DICOM needs pydicom in the server's environment (without it such an
-  item gets a 400 that says so);
+  classes, default min(3, number of classes); `"frame": n` optional, which frame of a multi-frame DICOM to score,
+  0-based, default 0); DICOM needs pydicom in the server's environment (without it such an item gets a 400 that
+  says so), and its compressed transfer syntaxes the pylibjpeg plugins of the `dicom` extra;
 - text model: `{"texts": ["...", ...]}`;
 - answer: `{"predictions": [{"label": ..., "score": p, "probabilities": {label: p, ...}}, ...]}` in request order;
   `probabilities` holds the top_k classes (highest first) for images and every class for text.
@@ -72,7 +73,7 @@ DEFAULT_TOP_K = 3
 # Searched below AZUREML_MODEL_DIR: a registered custom_model folder lands one level down, a job output two.
 MODEL_SEARCH_DEPTH = 3
 
-IMAGE_FIELDS = ("images", "top_k")
+IMAGE_FIELDS = ("images", "top_k", "frame")
 TEXT_FIELDS = ("texts",)
 
 # First bytes of the formats the contract accepts (also the extensions training reads). Checked before PIL opens
@@ -330,6 +331,18 @@ def decode_base64_image(value: Any, index: int) -> bytes:
     return data
 
 
+def parse_frame(body: Mapping[str, Any]) -> int:
+    """The optional "frame": which frame (0-based) of a multi-frame DICOM to score; default 0, the first."""
+    if "frame" not in body or body["frame"] is None:
+        return 0
+    value = body["frame"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RequestError(
+            f"'frame' must be a whole number >= 0 (0 is a DICOM file's first frame), got {_preview(value)}"
+        )
+    return value
+
+
 def parse_top_k(body: Mapping[str, Any], num_classes: int) -> int:
     if "top_k" not in body or body["top_k"] is None:
         return min(DEFAULT_TOP_K, num_classes)
@@ -414,11 +427,12 @@ class ImageScorer(Scorer):
         _check_fields(body, IMAGE_FIELDS, self.example, {"texts": "this model classifies images, not texts"})
         items = _items(body, "images", self.example, self.limits)
         top_k = parse_top_k(body, len(self.labels))
+        frame = parse_frame(body)
         payloads = [decode_base64_image(value, index) for index, value in enumerate(items)]
         arrays = []
         for index, data in enumerate(payloads):
             try:
-                img = open_image(data, max_pixels=self.limits.max_pixels, name=f"images[{index}]")
+                img = open_image(data, max_pixels=self.limits.max_pixels, name=f"images[{index}]", frame=frame)
             except ImageTooLargeError as exc:
                 # open_image's advice ("raise max_pixels") is for the server's owner, not for the client.
                 reason = str(exc).split("; downscale", 1)[0]

@@ -25,7 +25,7 @@ JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text
 JSON_VALUES = st.recursive(
     JSON_SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
 )
-FIELDS = st.sampled_from(["images", "texts", "top_k", "image", "topk", ""])
+FIELDS = st.sampled_from(["images", "texts", "top_k", "frame", "image", "topk", ""])
 BODIES = st.dictionaries(FIELDS, JSON_VALUES, max_size=3)
 MAGIC = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"\0" * 128 + b"DICM", b""]
 

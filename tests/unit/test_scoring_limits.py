@@ -94,3 +94,22 @@ def test_a_10_mb_radiograph_is_admitted_by_the_default_limits() -> None:
     assert len(body) > 13_000_000  # base64 is 4/3 of the file
     answer = scoring.handle(scorer, body)
     assert isinstance(answer, dict) and answer["predictions"][0]["label"] == "normal"
+
+
+def test_a_frame_field_picks_the_frame_of_a_multiframe_dicom() -> None:
+    pytest.importorskip("pydicom")
+    from tests.unit.test_dicom import RAMP, dicom_bytes
+
+    frames = np.stack([RAMP, RAMP[:, ::-1]])
+    scorer = scoring.ImageScorer(_Fixed(), LABELS, scoring.ImagePreprocessConfig(image_size=16), scoring.Limits())
+    item = b64(dicom_bytes(frames, frames=2))
+    first, _ = scorer.parse({"images": [item]})
+    second, _ = scorer.parse({"images": [item], "frame": 1})
+    np.testing.assert_array_equal(first, scorer.parse({"images": [item], "frame": 0})[0])
+    np.testing.assert_allclose(second[..., ::-1], first, atol=1e-5)  # the second frame is the first, mirrored
+    assert "the file has 2 frame(s)" in _message(scoring.handle(scorer, {"images": [item], "frame": 2}))
+    assert "only DICOM has frames" in _message(scoring.handle(scorer, {"images": [GOOD], "frame": 1}))
+    for bad in (-1, 1.5, "1", True):
+        assert "'frame' must be a whole number >= 0" in _message(
+            scoring.handle(scorer, {"images": [item], "frame": bad})
+        )
