@@ -42,7 +42,9 @@ class EnvironmentDefinition:
     pip_options: tuple[str, ...] = ()
 
 
-# pydicom: DICOM (.dcm) X-rays, read by the ResNet's data loading and by the image scoring script.
+# pydicom: DICOM (.dcm) X-rays, read by the ResNet's data loading and by the image scoring script; pylibjpeg and
+# its plugins decode the compressed transfer syntaxes (JPEG, JPEG-LS, JPEG 2000, RLE) for both.
+DICOM_CODECS = ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle")
 _TRAINING = (
     "torch",
     "numpy",
@@ -53,7 +55,7 @@ _TRAINING = (
     "onnx",
     "onnxscript",
     "onnxruntime",
-    "pydicom",
+    *DICOM_CODECS,
 )
 
 DEFINITIONS: dict[str, EnvironmentDefinition] = {
@@ -75,7 +77,7 @@ DEFINITIONS: dict[str, EnvironmentDefinition] = {
         name="inference",
         image=CPU_IMAGE,
         description="azure-dl scoring: ONNX Runtime + the Azure ML inference server (no torch)",
-        packages=("onnxruntime", "azureml-inference-server-http", "numpy", "pillow", "pydicom"),
+        packages=("onnxruntime", "azureml-inference-server-http", "numpy", "pillow", *DICOM_CODECS),
     ),
 }
 
