@@ -8,7 +8,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("bench_cli", "bench_training", "bench_decode", "bench_onnx_vs_torch", "bench_quantization", "bench_endpoint")
+MODULES = (
+    "bench_cli",
+    "bench_training",
+    "bench_decode",
+    "bench_onnx_vs_torch",
+    "bench_quantization",
+    "bench_endpoint",
+    "bench_endpoint_load",
+)
 
 
 def main() -> int:
