@@ -314,6 +314,8 @@ def run_model(
         for count in concurrency:
             outcomes, _ = post_until(spec.host, spec.port, body, concurrency=count, seconds=seconds)
             row = {"model": label, "concurrency": count, **summarize(outcomes, seconds)}
+            # Side by side in the same run: how much more the endpoint answers than with one client.
+            row["vs_first_level"] = row["requests_per_s"] / rows[0]["requests_per_s"] if rows else 1.0
             rows.append(row)
             print(
                 f"{label} concurrency {count}: {row['requests_per_s']:.1f} req/s  p50 {row['p50_ms'] or 0:.1f} ms"
@@ -382,9 +384,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     result.add_table(
         f"{WORKERS} gunicorn workers; each level runs {seconds:g} s of back-to-back requests per client; "
-        "requests_per_s counts 200s; p50/p99 of the 200s' round trips; errors by HTTP status or exception",
+        "requests_per_s counts 200s (vs_first_level: its ratio to the lowest concurrency's); "
+        "p50/p99 of the 200s' round trips; errors by HTTP status or exception",
         load_rows,
-        ["model", "concurrency", "requests", "requests_per_s", "p50_ms", "p99_ms", "errors", "errors_by_kind"],
+        [
+            "model",
+            "concurrency",
+            "requests",
+            "requests_per_s",
+            "vs_first_level",
+            "p50_ms",
+            "p99_ms",
+            "errors",
+            "errors_by_kind",
+        ],
     )
     result.add_table(
         f"One of the {WORKERS} workers SIGKILLed {kill_after:g} s into a {kill_seconds:g} s run; failed = requests "

@@ -336,16 +336,19 @@ class LocalEndpoint:
         connections are refused at once (endpoint_launcher.py shuts the listening socket down on SIGTERM).
         """
         process = self.process
-        if process is not None and process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
+        try:
+            if process is not None and process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=grace_s)
+        finally:  # also when a second Ctrl-C interrupts the drain: then it stops at once
+            if process is not None:
+                # Workers outlive a master that died first; nothing of the group may be left behind.
                 _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
-        if process is not None:
-            # Workers outlive a master that died first; nothing of the group may be left behind.
-            _signal_group(process.pid, signal.SIGKILL)
+            self._cleanup()
+
+    def _cleanup(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None
