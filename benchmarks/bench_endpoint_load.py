@@ -424,8 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "127.0.0.1; one 64x64 JPEG or one review per request.",
         "gunicorn sync workers serve one request at a time, so a killed worker can lose at most the one request "
         "it was serving; requests queued on the shared listening socket are served by the other worker.",
-        "The clients run on the same cores as the server: past 2 busy workers on a 2-core machine more clients "
-        "add queueing (latency), not throughput.",
+        "The clients run on the same cores as the server, and on a shared machine other work comes and goes: "
+        "once both workers are busy, latency grows with the clients, and throughput moves with the machine's "
+        "load as much as with concurrency (compare a kill run's rate_before_per_s with the load row at the same "
+        "concurrency, measured seconds apart).",
     ]
     result.notes += load_notes(
         load_before, load_after, busy_effect="throughput is lower and latency higher than on a quiet machine."
