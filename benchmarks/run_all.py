@@ -17,6 +17,7 @@ MODULES = (
     "bench_onnx_vs_torch",
     "bench_quantization",
     "bench_endpoint",
+    "bench_endpoint_load",
 )
 
 

@@ -116,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
         note(f"the inference server exited with code {code}")
         return code or 1
     except KeyboardInterrupt:
-        note("stopping the inference server")
+        note("stopping the inference server (requests in flight finish first; Ctrl-C again to stop at once)")
         return 0
     finally:
         server.stop()

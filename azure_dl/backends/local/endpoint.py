@@ -5,7 +5,7 @@ training_scripts/) and the model in Azure's layout (AZUREML_MODEL_DIR = azureml-
 folder one level below it, here a symlink to the model folder) - and sets AML_APP_ROOT as Azure ML does, to the
 folder of the scoring script (code/training_scripts, so the scripts must find their package themselves). It starts
 the server in its own process group, waits until `GET /` answers "Healthy", and stops the whole group (SIGTERM,
-then SIGKILL) on `stop()`. The server binds
+then SIGKILL) on `stop()`, which drains in-flight requests first. The server binds
 127.0.0.1 unless told otherwise: azmlinfsrv hard-codes 0.0.0.0, so it is started through endpoint_launcher.py,
 which changes only that host before calling the server's own `amlserver.run()`.
 
@@ -39,7 +39,10 @@ from training_scripts.model_folder import PREPROCESS_FILE, SERVING_FILES, VOCAB_
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001  # azmlinfsrv's own default
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
-DEFAULT_STOP_GRACE_S = 10.0
+GUNICORN_GRACEFUL_TIMEOUT_S = 30  # gunicorn's --graceful-timeout default; azmlinfsrv does not change it
+# stop() waits for gunicorn's own drain (in-flight requests get up to its graceful timeout), plus a margin for the
+# master to reap its workers, before it SIGKILLs the group: a shorter grace would cut the drain short.
+DEFAULT_STOP_GRACE_S = GUNICORN_GRACEFUL_TIMEOUT_S + 5.0
 LAUNCHER_FILE = "endpoint_launcher.py"
 SCORING_SCRIPTS = {
     "image-classification": "training_scripts/score_resnet.py",
@@ -327,18 +330,25 @@ class LocalEndpoint:
         return self.process.wait()
 
     def stop(self, grace_s: float = DEFAULT_STOP_GRACE_S) -> None:
-        """SIGTERM to the server's process group (gunicorn's graceful stop), SIGKILL after `grace_s`; clean up."""
+        """SIGTERM to the server's process group (gunicorn's graceful stop), SIGKILL after `grace_s`; clean up.
+
+        The graceful stop drains: requests the workers have accepted finish and get their answers, while new
+        connections are refused at once (endpoint_launcher.py shuts the listening socket down on SIGTERM).
+        """
         process = self.process
-        if process is not None and process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
+        try:
+            if process is not None and process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=grace_s)
+        finally:  # also when a second Ctrl-C interrupts the drain: then it stops at once
+            if process is not None:
+                # Workers outlive a master that died first; nothing of the group may be left behind.
                 _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
-        if process is not None:
-            # Workers outlive a master that died first; nothing of the group may be left behind.
-            _signal_group(process.pid, signal.SIGKILL)
+            self._cleanup()
+
+    def _cleanup(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -7,12 +7,18 @@ images run (their argument parsing, gunicorn settings and Flask app), only liste
 
 Usage: python endpoint_launcher.py --host 127.0.0.1 [azmlinfsrv arguments: --entry_script, --model_dir, --port, ...]
 
+On SIGTERM it also stops the listening socket before gunicorn starts its graceful stop (see
+`refuse_new_connections_on_term`), so that a draining server refuses new connections instead of leaving them
+unanswered in the kernel's queue.
+
 `azure-dl serve` copies this file next to the code it serves and runs it with the serving environment's Python,
 which need not have azure_dl installed: it imports only the standard library and the inference server.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sys
 
 
@@ -37,9 +43,35 @@ def split_host(argv: list[str], default: str = "127.0.0.1") -> tuple[str, list[s
     return host, rest
 
 
+def refuse_new_connections_on_term() -> None:
+    """Make gunicorn's master shut its listening sockets down (not only close them) when SIGTERM arrives.
+
+    gunicorn's graceful stop closes the master's copy of each listening socket, but every worker holds its own
+    copy until it exits, and a worker finishing a slow request keeps the socket listening: the kernel goes on
+    completing new connections into the queue, nobody accepts them, and they are reset only when the last
+    worker exits. `shutdown(SHUT_RD)` acts on the socket itself, shared by all the processes: new connections
+    are refused at once, while the requests workers have already accepted finish (they are on their own
+    sockets). Only the master's SIGTERM handler is wrapped; SIGINT/SIGQUIT (gunicorn's fast stop) are unchanged.
+    """
+    from gunicorn.arbiter import Arbiter
+
+    handle_term = Arbiter.handle_term
+
+    def shut_listeners_then_term(self: Arbiter) -> None:
+        for listener in self.LISTENERS:
+            # Already shut (a second SIGTERM) or not a listening socket: gunicorn closes it anyway.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RD)
+        handle_term(self)
+
+    Arbiter.handle_term = shut_listeners_then_term
+
+
 def main() -> None:
     host, rest = split_host(sys.argv[1:])
     from azureml_inference_server_http import amlserver
+
+    refuse_new_connections_on_term()
 
     amlserver.DEFAULT_HOST = host
     sys.argv = [sys.argv[0], *rest]
