@@ -178,3 +178,15 @@ def test_verb_modules_import_only_the_shared_cli_helpers() -> None:
             offenders[module] = other
     assert not offenders, f"verb modules importing other verbs (move the shared code to a library module): {offenders}"
     assert "azure_dl.cli._job_args" in _cli_imports(cli_dir / "sweep.py")  # the walk sees cli-to-cli imports
+
+
+def test_the_workspace_service_imports_neither_the_azure_sdk_nor_azure_identity() -> None:
+    # It is the other side of the wire: answering the SDK with the SDK's own models would hide shape errors.
+    service_modules = sorted(
+        _module_name(path) for path in (REPO / "azure_dl" / "workspace_service").glob("*.py") if path.stem != "__init__"
+    )
+    assert "azure_dl.workspace_service.service" in service_modules  # the probe sees the package
+    loaded = _modules_imported_by("\n".join(f"import {name}" for name in service_modules))
+    forbidden = sorted(name for name in loaded if name.startswith(("azure.ai.ml", "azure.identity")))
+    assert not forbidden, f"the workspace service imports the Azure SDK: {forbidden}"
+    assert "azure_dl.workspace_service.service" in loaded

@@ -1,0 +1,53 @@
+"""The service's answers against the recorded live traffic (tests/fixtures/recordings/): per resource family the
+status codes, the top-level keys and the `properties` keys must match what Azure ML answered."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from azure_dl.workspace_service.identity import issue_token
+from azure_dl.workspace_service.service import WorkspaceService
+
+RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "recordings"
+# Keys the service adds beyond one recording because other recordings of the same family carry them.
+EXTRA_PROPERTIES = {"workspaces": {"containerRegistry"}}
+
+
+def _recorded(name: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = json.loads((RECORDINGS / name).read_text())["entries"]
+    return entries
+
+
+def _get(service: WorkspaceService, path: str) -> tuple[int, dict[str, Any]]:
+    assert service.context is not None
+    token, _ = issue_token(service.context, service.context.base_url)
+    request = urllib.request.Request(service.context.base_url + path, headers={"Authorization": f"Bearer {token}"})
+    context = ssl.create_default_context(cafile=str(service.data_dir / "tls" / "ca-bundle.pem"))
+    try:
+        with urllib.request.urlopen(request, context=context) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_workspace_get_matches_the_recording(workspace_service: WorkspaceService) -> None:
+    missing, found = _recorded("workspace_get.json")
+    assert workspace_service.context is not None
+    base = workspace_service.context.workspace_id.rsplit("/", 1)[0]
+
+    status, body = _get(workspace_service, f"{base}/not-there?api-version=2023-08-01-preview")
+    assert status == missing["StatusCode"]
+    assert body.keys() == missing["ResponseBody"].keys()
+    assert body["error"]["code"] == missing["ResponseBody"]["error"]["code"]
+
+    status, body = _get(workspace_service, f"{workspace_service.context.workspace_id}?api-version=2023-08-01-preview")
+    assert status == found["StatusCode"]
+    assert body.keys() == found["ResponseBody"].keys()
+    recorded_properties = set(found["ResponseBody"]["properties"])
+    assert set(body["properties"]) - recorded_properties <= EXTRA_PROPERTIES["workspaces"]
+    assert recorded_properties - set(body["properties"]) == set()
