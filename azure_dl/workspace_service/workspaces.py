@@ -87,18 +87,22 @@ def body(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _check_scope(context: ServiceContext, request: Request) -> None:
+def check_scope(context: ServiceContext, request: Request) -> None:
+    """404 for a route under another subscription, resource group or (where the route names one) workspace."""
     if request.params["subscription"].lower() != context.subscription_id.lower():
         raise not_found("subscription", request.params["subscription"])
     if request.params["group"].lower() != context.resource_group.lower():
         raise not_found("resource group", request.params["group"])
+    workspace = request.params.get("workspace")
+    if workspace is not None and workspace.lower() != context.workspace.lower():
+        raise not_found("workspace", workspace)
 
 
 def register(router: Router, context: ServiceContext) -> None:
     context.store.put_if_absent(KIND, context.workspace, initial_record(context))
 
     def _get(request: Request) -> Response:
-        _check_scope(context, request)
+        check_scope(context, request)
         record = context.store.get(KIND, request.params["name"])
         if record is None:
             raise ApiError(
@@ -110,7 +114,7 @@ def register(router: Router, context: ServiceContext) -> None:
         return json_response(200, body(context, record))
 
     def _list(request: Request) -> Response:
-        _check_scope(context, request)
+        check_scope(context, request)
         return json_response(200, {"value": [body(context, record) for record in context.store.list(KIND)]})
 
     router.add("GET", WORKSPACE_ROUTE, authenticated(context, _get))

@@ -23,10 +23,13 @@ def _recorded(name: str) -> list[dict[str, Any]]:
     return entries
 
 
-def _get(service: WorkspaceService, path: str) -> tuple[int, dict[str, Any]]:
+def _call(service: WorkspaceService, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    """GET, or POST `body` as JSON, with a token from the service, as the SDK's pipeline would."""
     assert service.context is not None
     token, _ = issue_token(service.context, service.context.base_url)
-    request = urllib.request.Request(service.context.base_url + path, headers={"Authorization": f"Bearer {token}"})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(service.context.base_url + path, data=data, headers=headers)
     context = ssl.create_default_context(cafile=str(service.data_dir / "tls" / "ca-bundle.pem"))
     try:
         with urllib.request.urlopen(request, context=context) as response:
@@ -40,14 +43,32 @@ def test_workspace_get_matches_the_recording(workspace_service: WorkspaceService
     assert workspace_service.context is not None
     base = workspace_service.context.workspace_id.rsplit("/", 1)[0]
 
-    status, body = _get(workspace_service, f"{base}/not-there?api-version=2023-08-01-preview")
+    status, body = _call(workspace_service, f"{base}/not-there?api-version=2023-08-01-preview")
     assert status == missing["StatusCode"]
     assert body.keys() == missing["ResponseBody"].keys()
     assert body["error"]["code"] == missing["ResponseBody"]["error"]["code"]
 
-    status, body = _get(workspace_service, f"{workspace_service.context.workspace_id}?api-version=2023-08-01-preview")
+    status, body = _call(workspace_service, f"{workspace_service.context.workspace_id}?api-version=2023-08-01-preview")
     assert status == found["StatusCode"]
     assert body.keys() == found["ResponseBody"].keys()
     recorded_properties = set(found["ResponseBody"]["properties"])
     assert set(body["properties"]) - recorded_properties <= EXTRA_PROPERTIES["workspaces"]
     assert recorded_properties - set(body["properties"]) == set()
+
+
+def test_datastore_get_and_list_secrets_match_the_recording(workspace_service: WorkspaceService) -> None:
+    found, secrets = _recorded("datastore_blob_store.json")
+    assert workspace_service.context is not None
+    store = f"{workspace_service.context.workspace_id}/datastores/workspaceblobstore"
+
+    status, body = _call(workspace_service, f"{store}?api-version=2024-07-01-preview")
+    assert status == found["StatusCode"]
+    assert body.keys() == found["ResponseBody"].keys()
+    assert body["properties"].keys() == found["ResponseBody"]["properties"].keys()
+
+    status, body = _call(
+        workspace_service, f"{store}/listSecrets?api-version=2024-07-01-preview", secrets["RequestBody"]
+    )
+    assert status == secrets["StatusCode"]
+    assert body.keys() == secrets["ResponseBody"].keys()
+    assert body["secretsType"] == secrets["ResponseBody"]["secretsType"]
