@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass
@@ -75,7 +75,12 @@ class Router:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
 
     def add(self, method: str, template: str, handler: Handler) -> None:
-        pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>{_SEGMENT})", template)
+        # {name} is one path segment; {name:path} is the rest of the path (a blob name has slashes).
+        pattern = re.sub(
+            r"\{(\w+)(:path)?\}",
+            lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else _SEGMENT})",
+            re.escape(template).replace(r"\{", "{").replace(r"\}", "}"),
+        )
         self._routes.append((method.upper(), re.compile(f"^{pattern}$", re.IGNORECASE), handler))
 
     def dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
@@ -90,7 +95,7 @@ class Router:
             path_matched = True
             if route_method != request.method:
                 continue
-            request.params = match.groupdict()
+            request.params = {key: unquote(value) for key, value in match.groupdict().items()}
             try:
                 return handler(request)
             except ApiError as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from azure_dl.errors import ConfigError
-from azure_dl.workspace_service import datastores, identity, metadata, tls, workspaces
+from azure_dl.workspace_service import blobs, datastores, identity, metadata, tls, workspaces
 from azure_dl.workspace_service.context import ServiceContext
 from azure_dl.workspace_service.http import Router
 from azure_dl.workspace_service.store import Store
@@ -41,7 +41,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
+        if "Content-Length" not in response.headers:  # a HEAD answer names the length of what GET would send
+            self.send_header("Content-Length", str(len(response.body)))
         self.send_header("x-ms-request-id", secrets.token_hex(16))
         self.end_headers()
         if self.command != "HEAD":
@@ -125,7 +126,7 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores):
+        for family in (metadata, identity, workspaces, datastores, blobs):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)
