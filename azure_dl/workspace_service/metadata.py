@@ -15,9 +15,9 @@ from azure_dl.workspace_service.http import Request, Response, Router, json_resp
 
 CLOUD_NAME = "AzureDLLocal"
 METADATA_PATH = "/metadata/endpoints"
-# The storage suffix the SDK appends to https://{account}.blob.; blob storage is not served yet (see
-# docs/architecture.md), so this names no reachable host.
-STORAGE_SUFFIX = "blob.azure-dl.invalid"
+# The storage suffix the SDK appends to https://{account}.blob.; the account name carries the service's address
+# (datastores.py), so this only ends the first path segment of the blob URLs and names no host.
+STORAGE_SUFFIX = "azure-dl.invalid"
 
 
 def metadata_url(context: ServiceContext) -> str:

@@ -72,3 +72,28 @@ def test_datastore_get_and_list_secrets_match_the_recording(workspace_service: W
     assert status == secrets["StatusCode"]
     assert body.keys() == secrets["ResponseBody"].keys()
     assert body["secretsType"] == secrets["ResponseBody"]["secretsType"]
+
+
+def test_code_version_get_and_hash_list_match_the_recording(
+    ml_client, workspace_service: WorkspaceService, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    listed, found = _recorded("code_create_and_get.json")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "shape.py").write_text("print('shape')\n")
+    from azure.ai.ml.entities._assets import Code
+
+    code = ml_client._code.create_or_update(Code(path=str(source), name="shape-code", version="3"))
+    assert workspace_service.context is not None
+    versions = f"{workspace_service.context.workspace_id}/codes/shape-code/versions"
+
+    status, body = _call(workspace_service, f"{versions}/3?api-version=2023-04-01")
+    assert status == found["StatusCode"]
+    assert body.keys() == found["ResponseBody"].keys()
+    assert body["properties"].keys() == found["ResponseBody"]["properties"].keys()
+    assert body["properties"]["properties"].keys() == found["ResponseBody"]["properties"]["properties"].keys()
+
+    digest = code.properties["hash_sha256"]
+    status, body = _call(workspace_service, f"/{versions}?api-version=2023-04-01&hash={digest}&hashVersion=202208"[1:])
+    assert status == listed["StatusCode"]
+    assert [item.keys() for item in body["value"]] == [listed["ResponseBody"]["value"][0].keys()]
