@@ -17,7 +17,16 @@ from pathlib import Path
 from types import FrameType
 
 from azure_dl.errors import ConfigError
-from azure_dl.workspace_service import blobs, codes, datastores, identity, metadata, tls, workspaces
+from azure_dl.workspace_service import (
+    blobs,
+    codes,
+    datastores,
+    environments,
+    identity,
+    metadata,
+    tls,
+    workspaces,
+)
 from azure_dl.workspace_service.context import ServiceContext
 from azure_dl.workspace_service.http import Router
 from azure_dl.workspace_service.store import Store
@@ -126,7 +135,7 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores, blobs, codes):
+        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)

@@ -97,3 +97,14 @@ def test_code_version_get_and_hash_list_match_the_recording(
     status, body = _call(workspace_service, f"/{versions}?api-version=2023-04-01&hash={digest}&hashVersion=202208"[1:])
     assert status == listed["StatusCode"]
     assert [item.keys() for item in body["value"]] == [listed["ResponseBody"]["value"][0].keys()]
+
+
+def test_curated_environment_get_matches_the_recording(workspace_service: WorkspaceService) -> None:
+    (found,) = _recorded("environment_get_curated.json")
+    assert workspace_service.context is not None
+    url = f"{workspace_service.context.workspace_id}/environments/AzureML-sklearn-1.5/versions/1"
+    status, body = _call(workspace_service, f"{url}?api-version=2023-04-01-preview")
+    assert status == found["StatusCode"]
+    assert body.keys() == found["ResponseBody"].keys()
+    assert body["properties"].keys() == found["ResponseBody"]["properties"].keys()
+    assert body["properties"]["environmentType"] == "Curated"
