@@ -28,6 +28,7 @@ VERB_ORDER = [
     "serve",
     "score",
     "compute",
+    "workspace",
     "data",
     "catalog",
     "demo",

@@ -211,3 +211,15 @@ def test_no_module_calls_a_private_helper_of_another() -> None:
         if (uses := _private_uses(path.read_text(encoding="utf-8")))
     }
     assert not offenders, f"private helpers used across modules (make them public where they belong): {offenders}"
+
+
+def test_the_workspace_service_imports_neither_the_azure_sdk_nor_azure_identity() -> None:
+    # It is the other side of the wire: answering the SDK with the SDK's own models would hide shape errors.
+    service_modules = sorted(
+        _module_name(path) for path in (REPO / "azure_dl" / "workspace_service").glob("*.py") if path.stem != "__init__"
+    )
+    assert "azure_dl.workspace_service.service" in service_modules  # the probe sees the package
+    loaded = _modules_imported_by("\n".join(f"import {name}" for name in service_modules))
+    forbidden = sorted(name for name in loaded if name.startswith(("azure.ai.ml", "azure.identity")))
+    assert not forbidden, f"the workspace service imports the Azure SDK: {forbidden}"
+    assert "azure_dl.workspace_service.service" in loaded

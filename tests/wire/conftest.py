@@ -1,0 +1,65 @@
+"""One local workspace service per test run, and its connection.env applied to os.environ per test.
+
+The SDK caches the cloud it resolved (AZUREML_CURRENT_CLOUD and a module-level dict), so the variables stay as
+the service wrote them for the whole run: one service, one set of values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from azure_dl.workspace_service.service import WorkspaceService, read_connection_file
+
+# Variables that would divert DefaultAzureCredential or the SDK away from the service.
+_CLEARED = (
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_USERNAME",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "AZUREML_CURRENT_CLOUD",
+)
+
+
+@pytest.fixture(scope="session")
+def workspace_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkspaceService]:
+    service = WorkspaceService(tmp_path_factory.mktemp("workspace-service"))
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture()
+def connection(workspace_service: WorkspaceService, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """`set -a; . DIR/connection.env; set +a`, for one test."""
+    for name in _CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    values = read_connection_file(workspace_service.connection_file)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture()
+def ml_client(connection: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A plain MLClient with DefaultAzureCredential, as a user's script makes it."""
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    return MLClient(
+        DefaultAzureCredential(),
+        connection["AZURE_SUBSCRIPTION_ID"],
+        connection["AZURE_RESOURCE_GROUP"],
+        connection["AZUREML_WORKSPACE_NAME"],
+    )
+
+
+def data_dir(service: WorkspaceService) -> Path:
+    return service.data_dir
