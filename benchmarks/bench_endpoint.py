@@ -161,9 +161,9 @@ def in_process(model_dir: Path, body: bytes, *, threads: int, repeats: int) -> d
 
 def server_threads(workers: int) -> int:
     """The ONNX Runtime intra-op threads a worker of `azure-dl serve --workers N` gets (0 = ONNX Runtime's choice)."""
-    from azure_dl.backends.local import endpoint
+    from azure_dl.backends.local import endpoints
 
-    env = endpoint.server_env(os.environ, Path(), Path(), workers=workers)
+    env = endpoints.server_env(os.environ, Path(), Path(), workers=workers)
     return int(env.get("AZURE_DL_ORT_THREADS") or 0)
 
 
@@ -172,20 +172,20 @@ def run(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     import base64
 
-    from azure_dl.backends.local import endpoint
+    from azure_dl.backends.local import endpoints
 
     body = json.dumps({"images": [base64.b64encode(make_jpeg()).decode("ascii")], "top_k": 1}).encode()
     load_rows: list[dict[str, Any]] = []
     overhead_rows: list[dict[str, Any]] = []
     for workers in workers_list:
-        spec = endpoint.ServerSpec(
+        spec = endpoints.ServerSpec(
             model_dir=model_dir,
-            task=endpoint.model_task(model_dir),
+            task=endpoints.model_task(model_dir),
             model_name="bench",
-            port=endpoint.free_port(),
+            port=endpoints.free_port(),
             workers=workers,
         )
-        with endpoint.LocalEndpoint(spec, log_path=log_dir / f"server-{workers}.log"):
+        with endpoints.LocalEndpoint(spec, log_path=log_dir / f"server-{workers}.log"):
             load_test(spec.scoring_url, body, concurrency=max(workers, 1), per_client=3)  # warm every worker
             results = []
             for count in concurrency:
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ],
     )
     result.notes += [
-        f"Served: {what}, by azure_dl.backends.local.endpoint (the same code as `azure-dl serve`), bound to "
+        f"Served: {what}, by azure_dl.backends.local.endpoints (the same code as `azure-dl serve`), bound to "
         "127.0.0.1; gunicorn sync workers (azmlinfsrv's default), one ONNX Runtime session per worker.",
         "The clients run on the same machine as the server and take CPU from it; on a 2-core machine that "
         "lowers requests/s at high concurrency.",

@@ -299,15 +299,15 @@ def run_model(
     kill_after: float,
     log_dir: Path,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from azure_dl.backends.local import endpoint
+    from azure_dl.backends.local import endpoints
 
-    task = endpoint.model_task(model_dir)
+    task = endpoints.model_task(model_dir)
     body = request_bodies()[task]
-    spec = endpoint.ServerSpec(
-        model_dir=model_dir, task=task, model_name=label, port=endpoint.free_port(), workers=WORKERS
+    spec = endpoints.ServerSpec(
+        model_dir=model_dir, task=task, model_name=label, port=endpoints.free_port(), workers=WORKERS
     )
     log_path = log_dir / f"server-{label}.log"
-    with endpoint.LocalEndpoint(spec, log_path=log_path) as server:
+    with endpoints.LocalEndpoint(spec, log_path=log_path) as server:
         assert server.process is not None
         post_until(spec.host, spec.port, body, concurrency=WORKERS, seconds=0.5)  # warm every worker
         rows = []
@@ -420,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     result.notes += [
         "Models: tiny ResNet-18 (32 px) and LSTM trained for one epoch on synthetic data by the training scripts "
-        "(unless --resnet/--lstm), served by azure_dl.backends.local.endpoint (the code of `azure-dl serve`) on "
+        "(unless --resnet/--lstm), served by azure_dl.backends.local.endpoints (the code of `azure-dl serve`) on "
         "127.0.0.1; one 64x64 JPEG or one review per request.",
         "gunicorn sync workers serve one request at a time, so a killed worker can lose at most the one request "
         "it was serving; requests queued on the shared listening socket are served by the other worker.",

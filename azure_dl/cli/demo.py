@@ -100,21 +100,21 @@ def _heldout_accuracy(task: str, url: str, inputs: list[str], truth: list[str]) 
 
 
 def _serve_and_score(task: str, model_ref: str, holdout: Path, log: Path) -> str:
-    from azure_dl.backends.local import endpoint
+    from azure_dl.backends.local import endpoints
     from azure_dl.cli.main import main
     from azure_dl.errors import AzureDLError
 
-    model = endpoint.resolve_model(model_ref)
-    spec = endpoint.ServerSpec(
+    model = endpoints.resolve_model(model_ref)
+    spec = endpoints.ServerSpec(
         model_dir=model.path,
-        task=endpoint.model_task(model.path),
+        task=endpoints.model_task(model.path),
         model_name=model.name,
         model_version=model.version,
-        port=endpoint.free_port(),
+        port=endpoints.free_port(),
     )
     _step(f"{task}: serve under azmlinfsrv (in the background)", ["serve", model_ref, "--port", str(spec.port)])
     shown, inputs, truth = _holdout(task, holdout)
-    with endpoint.LocalEndpoint(spec, log_path=log) as server:
+    with endpoints.LocalEndpoint(spec, log_path=log) as server:
         server.wait_ready()
         print(f"serving on {spec.base_url} (server log: {log})", flush=True)
         argv = ["score", spec.base_url, "--image" if task == "resnet" else "--text", *shown]

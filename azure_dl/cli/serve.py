@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
-DEFAULT_PORT = 5001  # azmlinfsrv's default (azure_dl.backends.local.endpoint.DEFAULT_PORT)
+DEFAULT_PORT = 5001  # azmlinfsrv's default (azure_dl.backends.local.endpoints.DEFAULT_PORT)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
 ENV_CHOICES = ("local", "inference")
@@ -70,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from azure_dl.backends.local import endpoint
+    from azure_dl.backends.local import endpoints
     from azure_dl.console import note
     from azure_dl.errors import AzureDLError
 
@@ -78,14 +78,14 @@ def _serve(args: argparse.Namespace) -> int:
         raise AzureDLError(f"--port {args.port} is not a TCP port (1-65535)")
     if args.workers < 1:
         raise AzureDLError(f"--workers {args.workers}: need at least one worker")
-    model = endpoint.resolve_model(args.model)
-    task = endpoint.model_task(model.path)
+    model = endpoints.resolve_model(args.model)
+    task = endpoints.model_task(model.path)
     python, isolated = sys.executable, False
     if args.env == "inference":
         from azure_dl.backends.local.inference_env import ensure_inference_env
 
         python, isolated = str(ensure_inference_env(rebuild=args.rebuild_env, log=note)), True
-    spec = endpoint.ServerSpec(
+    spec = endpoints.ServerSpec(
         model_dir=model.path,
         task=task,
         model_name=model.name,
@@ -98,14 +98,14 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.host not in LOOPBACK:
         note(f"warning: listening on {args.host}: anyone who can reach this machine can call the endpoint (no key)")
-    server = endpoint.LocalEndpoint(spec)
+    server = endpoints.LocalEndpoint(spec)
     restore = _stop_on_signals()
     try:
         server.start()
         server.wait_ready(args.startup_timeout)
         example = "--image IMAGE.jpg" if task == "image-classification" else '--text "some text"'
         print(
-            f"\nServing {model.path} ({task}, {endpoint.SCORING_SCRIPTS[task]}, {args.env} environment)\n"
+            f"\nServing {model.path} ({task}, {endpoints.SCORING_SCRIPTS[task]}, {args.env} environment)\n"
             f"  score:  POST {spec.scoring_url}\n"
             f"  health: GET  {spec.base_url}/\n"
             f"  try:    azure-dl score {spec.base_url} {example}\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from azure_dl.backends.local import endpoint
+from azure_dl.backends.local import endpoints
 from benchmarks.bench_endpoint_load import kill_under_load, post_until, summarize, worker_pids
 from tests.trained import script_env
 
@@ -70,15 +70,15 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> Non
 
 
 @pytest.fixture()
-def server(trained_lstm: Path, tmp_path: Path) -> Iterator[endpoint.LocalEndpoint]:
-    spec = endpoint.ServerSpec(
-        model_dir=trained_lstm, task="text-classification", port=endpoint.free_port(), workers=WORKERS
+def server(trained_lstm: Path, tmp_path: Path) -> Iterator[endpoints.LocalEndpoint]:
+    spec = endpoints.ServerSpec(
+        model_dir=trained_lstm, task="text-classification", port=endpoints.free_port(), workers=WORKERS
     )
-    with endpoint.LocalEndpoint(spec, log_path=tmp_path / "server.log") as running:
+    with endpoints.LocalEndpoint(spec, log_path=tmp_path / "server.log") as running:
         yield running
 
 
-def test_stop_drains_an_in_flight_request_and_refuses_new_connections(server: endpoint.LocalEndpoint) -> None:
+def test_stop_drains_an_in_flight_request_and_refuses_new_connections(server: endpoints.LocalEndpoint) -> None:
     port = server.spec.port
     assert server.process is not None
     assert len(worker_pids(server.process.pid)) == WORKERS
@@ -97,7 +97,7 @@ def test_stop_drains_an_in_flight_request_and_refuses_new_connections(server: en
     assert server.process is not None and server.process.returncode == 0  # a graceful exit, not SIGKILL
 
 
-def test_a_killed_worker_costs_at_most_the_requests_in_flight(server: endpoint.LocalEndpoint) -> None:
+def test_a_killed_worker_costs_at_most_the_requests_in_flight(server: endpoints.LocalEndpoint) -> None:
     spec = server.spec
     assert server.process is not None
     master = server.process.pid
@@ -124,7 +124,7 @@ def test_a_killed_worker_costs_at_most_the_requests_in_flight(server: endpoint.L
 
 
 def test_serve_cli_drains_on_sigterm(trained_lstm: Path, tmp_path: Path) -> None:
-    port = endpoint.free_port()
+    port = endpoints.free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "azure_dl.cli.main", "serve", str(trained_lstm), "--port", str(port), "--workers", "2"],
         cwd=tmp_path,

@@ -20,7 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
-from azure_dl.backends.local import endpoint
+from azure_dl.backends.local import endpoints
 from tests.trained import script_env
 from training_scripts.image_transforms import preprocess_images
 from training_scripts.preprocess_config import ImagePreprocessConfig, TextPreprocessConfig, load_preprocess_config
@@ -33,21 +33,21 @@ pytestmark = pytest.mark.slow
 TEXTS = ["A wonderful, moving film - loved it!", "Dull plot, terrible acting.", "", "ok <br /> 10/10"]
 
 
-def _serve(model_dir: Path, log_path: Path) -> Iterator[endpoint.ServerSpec]:
-    spec = endpoint.ServerSpec(
-        model_dir=model_dir, task=endpoint.model_task(model_dir), port=endpoint.free_port(), model_name="tiny"
+def _serve(model_dir: Path, log_path: Path) -> Iterator[endpoints.ServerSpec]:
+    spec = endpoints.ServerSpec(
+        model_dir=model_dir, task=endpoints.model_task(model_dir), port=endpoints.free_port(), model_name="tiny"
     )
-    with endpoint.LocalEndpoint(spec, log_path=log_path):
+    with endpoints.LocalEndpoint(spec, log_path=log_path):
         yield spec
 
 
 @pytest.fixture(scope="module")
-def resnet_server(trained_resnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[endpoint.ServerSpec]:
+def resnet_server(trained_resnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[endpoints.ServerSpec]:
     yield from _serve(trained_resnet, tmp_path_factory.mktemp("serve") / "resnet.log")
 
 
 @pytest.fixture(scope="module")
-def lstm_server(trained_lstm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[endpoint.ServerSpec]:
+def lstm_server(trained_lstm: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[endpoints.ServerSpec]:
     yield from _serve(trained_lstm, tmp_path_factory.mktemp("serve") / "lstm.log")
 
 
@@ -86,7 +86,7 @@ def image_files(synth_image_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_resnet_endpoint_scores_real_files_like_onnx_runtime_in_process(
-    resnet_server: endpoint.ServerSpec, trained_resnet: Path, image_files: list[Path]
+    resnet_server: endpoints.ServerSpec, trained_resnet: Path, image_files: list[Path]
 ) -> None:
     images = [base64.b64encode(path.read_bytes()).decode() for path in image_files]
     response = _post(resnet_server.scoring_url, {"images": images, "top_k": 1})
@@ -99,7 +99,7 @@ def test_resnet_endpoint_scores_real_files_like_onnx_runtime_in_process(
 
 
 def test_lstm_endpoint_scores_texts_like_onnx_runtime_in_process(
-    lstm_server: endpoint.ServerSpec, trained_lstm: Path
+    lstm_server: endpoints.ServerSpec, trained_lstm: Path
 ) -> None:
     response = _post(lstm_server.scoring_url, {"texts": TEXTS})
     assert response.status_code == 200, response.text
@@ -157,7 +157,7 @@ LSTM_MALFORMED: list[tuple[str, bytes | str, dict[str, str]]] = [
 ]
 
 
-def _check_malformed(server: endpoint.ServerSpec, corpus: list[tuple[str, bytes | str, dict[str, str]]]) -> None:
+def _check_malformed(server: endpoints.ServerSpec, corpus: list[tuple[str, bytes | str, dict[str, str]]]) -> None:
     problems = []
     for name, body, headers in corpus:
         data = body.encode() if isinstance(body, str) else body
@@ -173,14 +173,14 @@ def _check_malformed(server: endpoint.ServerSpec, corpus: list[tuple[str, bytes 
     assert not problems, "\n".join(problems)
 
 
-def _still_serving(server: endpoint.ServerSpec, good: dict[str, Any]) -> None:
+def _still_serving(server: endpoints.ServerSpec, good: dict[str, Any]) -> None:
     health = requests.get(server.base_url + "/", timeout=10)
     assert health.status_code == 200 and health.text == "Healthy"
     assert _post(server.scoring_url, good).status_code == 200
 
 
 def test_malformed_image_requests_get_4xx_with_a_message_and_the_server_keeps_serving(
-    resnet_server: endpoint.ServerSpec,
+    resnet_server: endpoints.ServerSpec,
 ) -> None:
     assert len(RESNET_MALFORMED) + len(LSTM_MALFORMED) >= 20
     _check_malformed(resnet_server, RESNET_MALFORMED)
@@ -190,7 +190,7 @@ def test_malformed_image_requests_get_4xx_with_a_message_and_the_server_keeps_se
 
 
 def test_malformed_text_requests_get_4xx_with_a_message_and_the_server_keeps_serving(
-    lstm_server: endpoint.ServerSpec,
+    lstm_server: endpoints.ServerSpec,
 ) -> None:
     _check_malformed(lstm_server, LSTM_MALFORMED)
     _still_serving(lstm_server, {"texts": ["still fine"]})
@@ -203,7 +203,7 @@ def test_serve_cli_serves_a_registered_model_and_stops_on_ctrl_c(
     from azure_dl.cli.main import main
 
     registered = register_local(trained_lstm, "tiny-lstm")
-    port = endpoint.free_port()
+    port = endpoints.free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "azure_dl.cli.main", "serve", registered.uri, "--port", str(port)],
         cwd=tmp_path,

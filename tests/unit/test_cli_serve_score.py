@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 
 from azure_dl import scoring_client
-from azure_dl.backends.local import endpoint
+from azure_dl.backends.local import endpoints
 from azure_dl.backends.local.endpoint_launcher import split_host
 from azure_dl.cli import score as score_cli
 from azure_dl.cli import serve as serve_cli
@@ -36,23 +36,23 @@ def model_folder(root: Path, task: str = "image-classification") -> Path:
 
 
 def test_model_task_reads_preprocess_json_and_names_missing_files(tmp_path: Path) -> None:
-    assert endpoint.model_task(model_folder(tmp_path / "a")) == "image-classification"
-    assert endpoint.model_task(model_folder(tmp_path / "b", "text-classification")) == "text-classification"
+    assert endpoints.model_task(model_folder(tmp_path / "a")) == "image-classification"
+    assert endpoints.model_task(model_folder(tmp_path / "b", "text-classification")) == "text-classification"
     with pytest.raises(AzureDLError, match=r"model\.onnx, preprocess\.json, labels\.json missing"):
-        endpoint.model_task(tmp_path)
+        endpoints.model_task(tmp_path)
     folder = model_folder(tmp_path / "c")
     (folder / "preprocess.json").write_text('{"task": "segmentation"}')
     with pytest.raises(AzureDLError, match="names task 'segmentation'"):
-        endpoint.model_task(folder)
+        endpoints.model_task(folder)
     text = model_folder(tmp_path / "d", "text-classification")
     (text / "vocab.json").unlink()
     with pytest.raises(AzureDLError, match=r"no vocab\.json"):
-        endpoint.model_task(text)
+        endpoints.model_task(text)
 
 
 def test_resolve_model_takes_folders_and_registry_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = model_folder(tmp_path)
-    assert endpoint.resolve_model(str(folder)) == endpoint.ResolvedModel(folder, "output", "1")
+    assert endpoints.resolve_model(str(folder)) == endpoints.ResolvedModel(folder, "output", "1")
     seen: list[str] = []
 
     def fake_resolve(ref: str, *, tracking_uri: str | None = None) -> Path:
@@ -60,18 +60,18 @@ def test_resolve_model_takes_folders_and_registry_references(tmp_path: Path, mon
         return folder
 
     monkeypatch.setattr("azure_dl.backends.local.models.resolve_local_model", fake_resolve)
-    assert endpoint.resolve_model("models:/xray/3") == endpoint.ResolvedModel(folder, "xray", "3")
-    assert endpoint.resolve_model("xray:latest") == endpoint.ResolvedModel(folder, "xray", "latest")
+    assert endpoints.resolve_model("models:/xray/3") == endpoints.ResolvedModel(folder, "xray", "3")
+    assert endpoints.resolve_model("xray:latest") == endpoints.ResolvedModel(folder, "xray", "latest")
     assert seen == ["models:/xray/3", "xray:latest"]
     with pytest.raises(AzureDLError, match="neither an existing folder nor a registered model"):
-        endpoint.resolve_model(str(tmp_path / "missing"))
+        endpoints.resolve_model(str(tmp_path / "missing"))
 
 
 def test_server_argv_runs_the_launcher_with_azmlinfsrvs_own_flags(tmp_path: Path) -> None:
-    script = endpoint.entry_script(tmp_path / "code", "text-classification")
+    script = endpoints.entry_script(tmp_path / "code", "text-classification")
     assert script == tmp_path / "code" / "training_scripts" / "score_lstm.py"
     launcher = tmp_path / "launcher" / "endpoint_launcher.py"
-    argv = endpoint.server_argv("/py", launcher, script, tmp_path / "m", host="127.0.0.1", port=5005, workers=2)
+    argv = endpoints.server_argv("/py", launcher, script, tmp_path / "m", host="127.0.0.1", port=5005, workers=2)
     assert argv[:4] == ["/py", str(launcher), "--host", "127.0.0.1"]
     flags = dict(zip(argv[4::2], argv[5::2]))
     assert flags == {
@@ -81,42 +81,43 @@ def test_server_argv_runs_the_launcher_with_azmlinfsrvs_own_flags(tmp_path: Path
         "--worker_count": "2",
     }
     with pytest.raises(AzureDLError, match="--workers 0"):
-        endpoint.server_argv("/py", launcher, script, tmp_path, host="127.0.0.1", port=1, workers=0)
+        endpoints.server_argv("/py", launcher, script, tmp_path, host="127.0.0.1", port=1, workers=0)
 
 
 def test_server_env_sets_the_app_root_and_model_dir_and_drops_overrides(tmp_path: Path) -> None:
     base = {"PATH": "/bin", "PYTHONPATH": "/dev/stuff", "SEPERATE_HEALTH_ENDPOINT": "true", "HEALTH_PORT": "9"}
-    env = endpoint.server_env(base, tmp_path / "code", tmp_path / "models", workers=1, runtime_dir=tmp_path / "run")
+    env = endpoints.server_env(base, tmp_path / "code", tmp_path / "models", workers=1, runtime_dir=tmp_path / "run")
     assert env["AML_APP_ROOT"] == str(tmp_path / "code")
     assert env["AZUREML_MODEL_DIR"] == str(tmp_path / "models")
     assert env["XDG_RUNTIME_DIR"] == str(tmp_path / "run")
     assert "SEPERATE_HEALTH_ENDPOINT" not in env and "HEALTH_PORT" not in env
     assert env["PYTHONPATH"] == "/dev/stuff" and "AZURE_DL_ORT_THREADS" not in env
-    isolated = endpoint.server_env(base, tmp_path, tmp_path, workers=1, isolated=True)
+    isolated = endpoints.server_env(base, tmp_path, tmp_path, workers=1, isolated=True)
     assert "PYTHONPATH" not in isolated
 
 
 def test_several_workers_share_the_cores_unless_told_otherwise(tmp_path: Path) -> None:
-    env = endpoint.server_env({}, tmp_path, tmp_path, workers=2)
+    env = endpoints.server_env({}, tmp_path, tmp_path, workers=2)
     assert env["AZURE_DL_ORT_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
     assert (
-        endpoint.server_env({"AZURE_DL_ORT_THREADS": "3"}, tmp_path, tmp_path, workers=2)["AZURE_DL_ORT_THREADS"] == "3"
+        endpoints.server_env({"AZURE_DL_ORT_THREADS": "3"}, tmp_path, tmp_path, workers=2)["AZURE_DL_ORT_THREADS"]
+        == "3"
     )
 
 
 def test_staging_copies_the_code_without_caches_and_links_the_model_like_azure(tmp_path: Path) -> None:
-    code = endpoint.stage_code_root(tmp_path / "code")
+    code = endpoints.stage_code_root(tmp_path / "code")
     assert sorted(p.name for p in code.iterdir()) == ["training_scripts"]
-    launcher = endpoint.stage_launcher(tmp_path / "launcher")
+    launcher = endpoints.stage_launcher(tmp_path / "launcher")
     assert launcher == tmp_path / "launcher" / "endpoint_launcher.py" and launcher.is_file()
     assert (code / "training_scripts" / "score_resnet.py").is_file()
     assert (code / "training_scripts" / "scoring.py").is_file()
     assert not list(code.rglob("__pycache__"))
     model = model_folder(tmp_path / "m")
-    model_dir = endpoint.stage_model_dir(tmp_path / "azureml-models", model, "chest x-ray", "3")
+    model_dir = endpoints.stage_model_dir(tmp_path / "azureml-models", model, "chest x-ray", "3")
     assert model_dir == tmp_path / "azureml-models" / "chest-x-ray" / "3"
     assert (model_dir / "output").resolve() == model.resolve()
-    assert endpoint.stage_model_dir(tmp_path / "again", model, "m", "latest").name == "1"
+    assert endpoints.stage_model_dir(tmp_path / "again", model, "m", "latest").name == "1"
 
 
 def test_the_launcher_takes_host_out_of_azmlinfsrvs_arguments() -> None:
@@ -126,18 +127,18 @@ def test_the_launcher_takes_host_out_of_azmlinfsrvs_arguments() -> None:
 
 
 def test_urls_and_ports(tmp_path: Path) -> None:
-    spec = endpoint.ServerSpec(model_dir=tmp_path, task="image-classification", host="0.0.0.0", port=5001)
+    spec = endpoints.ServerSpec(model_dir=tmp_path, task="image-classification", host="0.0.0.0", port=5001)
     assert spec.scoring_url == "http://127.0.0.1:5001/score"
-    assert endpoint.probe_host("::") == "[::1]"
-    port = endpoint.free_port()
-    endpoint.check_port_free("127.0.0.1", port)
+    assert endpoints.probe_host("::") == "[::1]"
+    port = endpoints.free_port()
+    endpoints.check_port_free("127.0.0.1", port)
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         with pytest.raises(AzureDLError, match=r"cannot listen on 127\.0\.0\.1"):
-            endpoint.check_port_free("127.0.0.1", busy.getsockname()[1])
+            endpoints.check_port_free("127.0.0.1", busy.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------------------------------ serve
@@ -148,7 +149,7 @@ class FakeEndpoint:
 
     instances: ClassVar[list[FakeEndpoint]] = []
 
-    def __init__(self, spec: endpoint.ServerSpec, *, log_path: Path | None = None) -> None:
+    def __init__(self, spec: endpoints.ServerSpec, *, log_path: Path | None = None) -> None:
         self.spec = spec
         self.events: list[str] = []
         self.exit_code: int | None = None
@@ -172,7 +173,7 @@ class FakeEndpoint:
 @pytest.fixture
 def fake_endpoint(monkeypatch: pytest.MonkeyPatch) -> type[FakeEndpoint]:
     FakeEndpoint.instances = []
-    monkeypatch.setattr(endpoint, "LocalEndpoint", FakeEndpoint)
+    monkeypatch.setattr(endpoints, "LocalEndpoint", FakeEndpoint)
     return FakeEndpoint
 
 

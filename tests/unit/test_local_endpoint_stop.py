@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from azure_dl.backends.local import endpoint
+from azure_dl.backends.local import endpoints
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
 )
 
 
-def _stubborn_endpoint(tmp_path: Path) -> endpoint.LocalEndpoint:
-    server = endpoint.LocalEndpoint(endpoint.ServerSpec(model_dir=tmp_path, task="text-classification"))
+def _stubborn_endpoint(tmp_path: Path) -> endpoints.LocalEndpoint:
+    server = endpoints.LocalEndpoint(endpoints.ServerSpec(model_dir=tmp_path, task="text-classification"))
     server.process = subprocess.Popen(
         [sys.executable, "-c", IGNORES_SIGTERM], stdout=subprocess.PIPE, start_new_session=True
     )

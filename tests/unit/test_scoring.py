@@ -321,7 +321,7 @@ def test_run_before_init_is_a_server_fault() -> None:
 def test_scoring_scripts_run_in_a_fresh_process_without_importing_torch(tmp_path: Path) -> None:
     """Loaded the way the inference server loads them: by file path, from a copy of the code, with only the
     script's own folder on sys.path (Azure ML's AML_APP_ROOT) and azure-dl not installed."""
-    from azure_dl.backends.local.endpoint import stage_code_root
+    from azure_dl.backends.local.endpoints import stage_code_root
 
     code = stage_code_root(tmp_path / "code")
     make_model_dir(tmp_path / "image" / "output", "image")
