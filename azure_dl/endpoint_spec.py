@@ -77,7 +77,7 @@ IMAGE_TASK = "image-classification"
 TEXT_TASK = "text-classification"
 SCORING_SCRIPTS = {IMAGE_TASK: "training_scripts/score_resnet.py", TEXT_TASK: "training_scripts/score_lstm.py"}
 MAX_REQUEST_TIMEOUT_MS = 180_000  # the service's maximum for request_timeout_ms
-# The scoring scripts' limit on items per request (training_scripts/scoring.py reads it; same default there).
+# The scoring scripts' limit on items per request (training_scripts/scoring_request.py reads it; same default there).
 MAX_BATCH_ENV = "AZURE_DL_MAX_BATCH"
 DEFAULT_MAX_BATCH = 64
 

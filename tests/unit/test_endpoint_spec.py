@@ -164,9 +164,9 @@ def test_mirror_rules() -> None:
 def test_batch_limit_variable_matches_the_scoring_scripts() -> None:
     from azure_dl.cli import deploy
     from azure_dl.endpoint_spec import DEFAULT_MAX_BATCH, MAX_BATCH_ENV
-    from training_scripts import scoring
+    from training_scripts import scoring_request
 
-    assert (MAX_BATCH_ENV, DEFAULT_MAX_BATCH) == (scoring.MAX_BATCH_ENV, scoring.DEFAULT_MAX_BATCH)
+    assert (MAX_BATCH_ENV, DEFAULT_MAX_BATCH) == (scoring_request.MAX_BATCH_ENV, scoring_request.DEFAULT_MAX_BATCH)
     assert deploy.DEFAULT_MAX_BATCH == DEFAULT_MAX_BATCH
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.unit.test_scoring import LABELS, TEXT_CFG, VOCAB, b64, image_bytes, image_scorer, text_scorer
-from training_scripts import scoring
+from training_scripts import scoring, scoring_request
 
 __all__ = ["image_scorer", "text_scorer"]  # fixtures, imported for pytest
 
@@ -64,13 +64,15 @@ def test_a_body_over_the_size_limit_is_a_413_naming_the_limit(monkeypatch: pytes
     assert "predictions" in scoring.handle(scorer, small)
     big = json.dumps({"texts": ["good " * 300]})
     message = _message(scoring.handle(scorer, big), 413)
-    assert f"{len(big)} bytes, more than the limit of 1000" in message and scoring.MAX_REQUEST_BYTES_ENV in message
+    assert (
+        f"{len(big)} bytes, more than the limit of 1000" in message and scoring_request.MAX_REQUEST_BYTES_ENV in message
+    )
     assert "more than the limit of 1000" in _message(scoring.handle(scorer, big.encode()), 413)
     # Non-ASCII text counts in UTF-8 bytes: 400 characters of "é" are 800 bytes + the JSON around them.
     accented = json.dumps({"texts": ["é" * 495]}, ensure_ascii=False)
     assert len(accented) < 1000 < len(accented.encode())
     assert _message(scoring.handle(scorer, accented), 413)
-    monkeypatch.setenv(scoring.MAX_REQUEST_BYTES_ENV, "2048")
+    monkeypatch.setenv(scoring_request.MAX_REQUEST_BYTES_ENV, "2048")
     assert scoring.Limits.from_env().max_request_bytes == 2048
 
 
