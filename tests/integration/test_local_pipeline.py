@@ -38,7 +38,8 @@ RESNET_INPUTS = (
 
 
 def _pipeline(preset: str, out: Path, cache: Path, *inputs: str) -> int:
-    argv = ["pipeline", preset, "--local", "--out", str(out), "--cache-dir", str(cache)]
+    # The local profile (ResNet-18 from scratch, ...): with real data a pipeline runs the scenario's settings.
+    argv = ["pipeline", preset, "--local", "--profile", "local", "--out", str(out), "--cache-dir", str(cache)]
     for item in inputs:
         argv += ["--input", item]
     return main(argv)
