@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from training_scripts import progress
+from training_scripts.training_errors import CheckpointWriteError
 
 FORMAT_VERSION = 1
 _CHECKPOINT_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
@@ -163,7 +164,10 @@ class CheckpointManager:
         self.enabled = enabled
         self.saved: list[Path] = []
         if enabled:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # e.g. a file where the folder should be
+                raise CheckpointWriteError(self.directory, exc, None) from exc
             # Leftovers of a writer killed mid-write: never a valid checkpoint, only disk space.
             for leftover in self.directory.glob(_TEMP_PREFIX + "*"):
                 leftover.unlink(missing_ok=True)
@@ -173,15 +177,22 @@ class CheckpointManager:
         if not self.enabled:
             return None
         name = best_weights_name(epoch)
-        atomic_save({key: value.detach().cpu() for key, value in state_dict.items()}, self.directory / name)
+        self._write({key: value.detach().cpu() for key, value in state_dict.items()}, self.directory / name)
         return name
+
+    def _write(self, obj: object, path: Path) -> None:
+        try:
+            atomic_save(obj, path)
+        except OSError as exc:  # ENOSPC, EROFS, EACCES, ENOTDIR ...: the user's to fix, not a traceback
+            checkpoints = list_checkpoints(self.directory) if self.directory.is_dir() else []
+            raise CheckpointWriteError(path, exc, checkpoints[-1] if checkpoints else None) from exc
 
     def save(self, state: Mapping[str, Any], *, epoch: int, global_step: int) -> Path | None:
         """Write one checkpoint atomically, then delete what no longer needs keeping."""
         if not self.enabled:
             return None
         path = self.directory / checkpoint_name(epoch, global_step)
-        atomic_save({"format_version": FORMAT_VERSION, **state}, path)
+        self._write({"format_version": FORMAT_VERSION, **state}, path)
         self.saved.append(path)
         self._prune()
         return path

@@ -52,3 +52,20 @@ class TrainingInterrupted(TrainingError):
 
 class CheckpointMismatchError(TrainingError):
     exit_code = 2
+
+
+class CheckpointWriteError(TrainingError):
+    """A checkpoint could not be written (disk full, read-only folder, a file where the folder should be).
+
+    The write is atomic (checkpoint.atomic_save), so the checkpoints already there stay whole and the same command
+    resumes from the newest once the cause is fixed; the message names it.
+    """
+
+    exit_code = 5
+
+    def __init__(self, path: Path, error: OSError, last_good: Path | None) -> None:
+        kept = f"the last good checkpoint, {last_good}, is kept" if last_good else "no earlier checkpoint exists"
+        super().__init__(
+            f"cannot write checkpoint {path}: {error.strerror or error}; training stopped and {kept}. Free space "
+            "or make the folder writable (or pass --checkpoint-dir elsewhere), then run the same command to resume"
+        )

@@ -139,3 +139,37 @@ def test_disabled_manager_writes_nothing(tmp_path: Path) -> None:
     assert manager.save(_state(1), epoch=1, global_step=1) is None
     assert manager.save_best_weights({}, epoch=1) is None
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_full_disk_stops_with_a_clear_error_and_the_last_good_checkpoint_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from training_scripts.training_errors import CheckpointWriteError
+
+    manager = CheckpointManager(tmp_path)
+    good = manager.save(_state(1), epoch=1, global_step=1)
+
+    def disk_full(obj: object, handle: object) -> None:
+        handle.write(b"partial")  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint.torch, "save", disk_full)
+        with pytest.raises(CheckpointWriteError) as caught:
+            manager.save(_state(2), epoch=1, global_step=2)
+    message = str(caught.value)
+    assert "No space left on device" in message and str(good) in message and "--checkpoint-dir" in message
+    assert caught.value.exit_code == 5
+    resumed = latest_valid_checkpoint(tmp_path)
+    assert resumed is not None and resumed.path == good and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_file_where_the_checkpoint_folder_should_be_is_a_clear_error(tmp_path: Path) -> None:
+    from training_scripts.training_errors import CheckpointWriteError
+
+    blocker = tmp_path / "checkpoints"
+    blocker.write_text("not a folder")
+    with pytest.raises(CheckpointWriteError, match=r"cannot write checkpoint .*checkpoints"):
+        CheckpointManager(blocker / "run")

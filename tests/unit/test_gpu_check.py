@@ -20,6 +20,7 @@ from benchmarks.gpu_check.context import StageContext
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+MAKE_VARIABLES = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
 
 
 @pytest.fixture(scope="module")
@@ -250,11 +251,12 @@ def test_make_gpu_check_needs_no_venv_and_writes_to_out() -> None:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     dry = subprocess.run(
-        ["make", "-n", "gpu-check", "PYTHON=/nonexistent/python"],
+        ["make", "--no-print-directory", "-n", "gpu-check", "PYTHON=/nonexistent/python"],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**ENV, "OUT": "/tmp/device-out"},
+        # Run under `make test` (CI), the parent make's flags would leak in (-w prints "Entering directory").
+        env={key: value for key, value in {**ENV, "OUT": "/tmp/device-out"}.items() if key not in MAKE_VARIABLES},
         check=True,
     )
     # Only the check itself: no venv creation or pip install (the device machine has no network).
