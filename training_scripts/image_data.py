@@ -159,7 +159,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
             path, label = self.samples[position]
             try:
                 return self.transform(path), label
-            except ImageDecodeError as exc:
+            except (ImageDecodeError, OSError) as exc:  # OSError: the file vanished or became unreadable mid-run
                 self._failed[position] = 1
                 print(f"warning: skipping unreadable image {path}: {exc}", file=sys.stderr, flush=True)
         raise DatasetError(f"none of the {len(self.samples)} images in this dataset could be decoded")

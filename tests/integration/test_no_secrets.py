@@ -95,7 +95,10 @@ def test_no_artefact_of_the_dry_run_and_local_verbs_holds_a_secret(
     store = Path(os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))  # the suite's per-test store
     assert store.is_file() and _files_leaking(store.parent) == []
 
-    # The search can fail: a secret planted in a tag of a dry-run is found in its job.yml.
+    # The search can fail: a secret planted in the run's log, or in a dry-run's tag, is found.
+    with (runs / "local" / "train.log").open("a", encoding="utf-8") as log:
+        log.write(f"debug: connection {CONNECTION_STRING}\n")
+    assert _files_leaking(runs / "local") == ["train.log"]
     planted = runs / "planted"
     assert main(["submit", "lstm", "--tag", f"note={BEARER}", "--dry-run", "--out", str(planted)]) == 0
     assert _files_leaking(planted) == ["job.yml"]

@@ -86,6 +86,19 @@ def test_dataset_replaces_and_reports_images_that_fail_late(tmp_path: Path) -> N
         ImageDataset([(broken, 1)], transform)[0]
 
 
+def test_a_file_deleted_mid_run_is_replaced_and_counted(tmp_path: Path) -> None:
+    """The data folder loses a file after it was listed (a sync, a cleanup job): skipped and counted, no crash."""
+    kept, lost = tmp_path / "a.png", tmp_path / "b.png"
+    noise_image(seed=1).save(kept)
+    noise_image(seed=2).save(lost)
+    transform = eval_transform(CFG)
+    dataset = ImageDataset([(kept, 0), (lost, 1)], transform)
+    lost.unlink()
+    image, label = dataset[1]
+    assert torch.equal(image, transform(kept)) and label == 0
+    assert dataset.failed_samples() == [lost]
+
+
 def test_failures_in_dataloader_workers_reach_the_caller(tmp_path: Path) -> None:
     samples = []
     for i in range(4):
