@@ -45,7 +45,12 @@ FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".txt", ".tsv", ".parquet", ".zip", 
 # Names whose values must never be written into a job definition (it is stored in the workspace, readable by
 # everyone with access, and shown in studio).
 _SECRET_WORDS = {"KEY", "APIKEY", "ACCESSKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PWD", "SAS", "CREDENTIAL"}
-_SECRET_VALUE = re.compile(r"AccountKey=|SharedAccessSignature=|[?&]sig=|-----BEGIN [A-Z ]*PRIVATE KEY", re.IGNORECASE)
+# A bearer token (an OAuth/Entra access token is a JWT: base64url '{"alg"...' starts with 'eyJ') is a credential too.
+_SECRET_VALUE = re.compile(
+    r"AccountKey=|SharedAccessSignature=|[?&]sig=|-----BEGIN [A-Z ]*PRIVATE KEY"
+    r"|Bearer\s+\S|\b(?-i:eyJ)[A-Za-z0-9_-]{8,}\.",
+    re.IGNORECASE,
+)
 SECRET_HINT = (
     "keep secrets out of job definitions: store them in a workspace connection or Azure Key Vault and read them "
     "in the script (or use a datastore / data asset for storage access)"
