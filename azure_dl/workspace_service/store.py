@@ -40,6 +40,15 @@ class Store:
         if self.get(kind, name) is None:
             self.put(kind, name, document)
 
+    def delete(self, kind: str, name: str) -> bool:
+        """Remove the document; False when there was none."""
+        path = self._path(kind, name)
+        with self._lock:
+            if not path.is_file():
+                return False
+            path.unlink()
+            return True
+
     def list(self, kind: str) -> list[dict[str, Any]]:
         folder = self.root / kind
         with self._lock:
