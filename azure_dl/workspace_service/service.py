@@ -26,6 +26,7 @@ from azure_dl.workspace_service import (
     identity,
     metadata,
     tls,
+    usages,
     workspaces,
 )
 from azure_dl.workspace_service.context import ServiceContext
@@ -136,7 +137,7 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments, computes):
+        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments, computes, usages):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)

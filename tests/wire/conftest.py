@@ -63,3 +63,11 @@ def ml_client(connection: dict[str, str]):  # type: ignore[no-untyped-def]
 
 def data_dir(service: WorkspaceService) -> Path:
     return service.data_dir
+
+
+@pytest.fixture()
+def quota_file(workspace_service: WorkspaceService) -> Iterator[Path]:
+    """DIR/quota.toml for one test (the service reads it per request); removed after, back to the defaults."""
+    path = workspace_service.data_dir / "quota.toml"
+    yield path
+    path.unlink(missing_ok=True)
