@@ -94,25 +94,8 @@ def test_same_size_in_azures_upper_case_is_unchanged() -> None:
     assert compute.calls_to("begin_create_or_update") == []
 
 
-def test_updates_nodes_and_idle_time_of_an_existing_cluster() -> None:
-    client, compute = _client()
-    compute.add_cluster("gpu", T4, max_nodes=2, idle_seconds=1800)
-    result = ensure_compute(client, "gpu", T4, 4, idle_seconds=600)
-    assert result.action == "updated"
-    sent = compute.calls_to("begin_create_or_update")[0].args[0]
-    assert (sent.min_instances, sent.max_instances, sent.idle_time_before_scale_down) == (0, 4, 600)
-    assert sent.size == T4
-    assert rest_serialise(sent).as_dict()["properties"]["properties"]["scaleSettings"]["maxNodeCount"] == 4
-
-
-def test_only_grow_keeps_a_larger_cluster_and_its_settings() -> None:
-    client, compute = _client()
-    compute.add_cluster("gpu", T4, max_nodes=4, idle_seconds=600)
-    assert ensure_compute(client, "gpu", T4, 1, only_grow=True).action == "unchanged"
-    result = ensure_compute(client, "gpu", T4, 6, only_grow=True)
-    assert result.action == "updated"
-    sent = compute.calls_to("begin_create_or_update")[0].args[0]
-    assert (sent.max_instances, sent.idle_time_before_scale_down) == (6, 600)
+# Updating an existing cluster (a PATCH of its scale settings) is tested over the wire:
+# tests/wire/test_compute_cli_wire.py.
 
 
 def test_a_compute_that_is_not_a_cluster_is_refused() -> None:

@@ -283,10 +283,45 @@ def ensure_compute(
     new = (old[0], max(old[1] or 0, max_nodes), old[2]) if only_grow else (min_nodes, max_nodes, idle_seconds)
     if new == old:
         return EnsureResult(existing, "unchanged")
-    existing.min_instances, existing.max_instances, existing.idle_time_before_scale_down = new
     with sdk_errors(f"update compute cluster {name}"):
-        updated = ml_client.compute.begin_create_or_update(existing).result()
+        updated = _update_scale(ml_client, name, *new)
+    if updated is None:
+        existing.min_instances, existing.max_instances, existing.idle_time_before_scale_down = new
     return EnsureResult(updated if updated is not None else existing, "updated")
+
+
+def _update_scale(ml_client: Any, name: str, min_nodes: int | None, max_nodes: int, idle: int | None) -> Any:
+    """PATCH only the cluster's scale settings (the REST API's Compute_Update) and return the cluster as updated.
+
+    Neither public SDK call changes only that. `compute.begin_create_or_update` on the cluster as read back
+    re-derives its network settings and dies in `None.lower()` when `subnet` is null (as Azure answers for a
+    cluster without a VNet); `compute.begin_update` PUTs the whole entity again, with
+    remoteLoginPortPublicAccess read back as a bool (NotSpecified comes back as Disabled). The REST operations
+    behind `ml_client.compute` (azure-ai-ml 1.35: `_operation`) have the PATCH that Azure defines for this.
+    """
+    from azure.ai.ml._utils.utils import to_iso_duration_format
+    from azure.ai.ml.entities import Compute
+
+    operations = getattr(ml_client.compute, "_operation", None)
+    if operations is None or not hasattr(operations, "begin_update"):
+        raise AzureDLError(
+            f"cannot update compute cluster {name}: this azure-ai-ml has no compute update (PATCH) operation",
+            hint="install the azure-ai-ml version pinned in requirements/constraints.txt",
+        )
+    scale: dict[str, Any] = {"maxNodeCount": max_nodes, "minNodeCount": min_nodes or 0}
+    if idle:
+        # The wire format the SDK itself sends for an idle time (ISO 8601, e.g. PT30M).
+        scale["nodeIdleTimeBeforeScaleDown"] = to_iso_duration_format(idle)
+    # ClusterUpdateParameters as JSON: the generated model of 1.35.2 recurses on its own flattened `properties`.
+    parameters = {"properties": {"properties": {"scaleSettings": scale}}}
+    poller = operations.begin_update(
+        ml_client.resource_group_name,
+        ml_client.workspace_name,
+        name,
+        parameters,
+        cls=lambda _response, deserialized, _headers: Compute._from_rest_object(deserialized),
+    )
+    return poller.result()
 
 
 def _seconds(value: Any) -> int | None:
