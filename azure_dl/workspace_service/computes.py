@@ -16,6 +16,7 @@ change those in place either). Kept in the store as kind "computes", key = the c
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,8 @@ ROUTE = (
 STATUS_ROUTE = (
     "/subscriptions/{subscription}/providers/" + PROVIDER + "/locations/{location}/computeOperationsStatus/{id}"
 )
+# Azure's rule for a compute name: 3-24 letters, digits and '-', starting with a letter, not ending with '-'.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
 # Verbs of compute instances; an AmlCompute cluster scales with its jobs instead.
 INSTANCE_ACTIONS = ("start", "stop", "restart")
 
@@ -239,6 +242,11 @@ def register(router: Router, context: ServiceContext) -> None:
     def _put(request: Request) -> Response:
         check_scope(context, request)
         name = request.params["name"]
+        if not _NAME.match(name):
+            raise _invalid(
+                f"compute name {name!r} is not valid: use 3-24 letters, digits and '-', starting with a letter "
+                "and ending with a letter or digit"
+            )
         document = request.json()
         properties = document.get("properties") if isinstance(document, dict) else None
         if not isinstance(properties, dict):

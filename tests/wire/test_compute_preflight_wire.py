@@ -66,7 +66,7 @@ def test_submit_ensure_compute_grows_an_existing_cluster_then_reaches_the_job_pu
     try:
         code = main(
             [
-                *("submit", "resnet", "--ensure-compute", "--compute", "cpu-grow", "--vm-size", CPU),
+                *("submit", "lstm", "--ensure-compute", "--compute", "cpu-grow", "--vm-size", CPU),
                 *("--instance-count", "2", "--out", "run"),
             ]
         )

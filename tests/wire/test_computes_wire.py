@@ -68,13 +68,16 @@ def test_begin_update_replaces_the_scale_settings(ml_client) -> None:  # type: i
     [
         ({"size": "Standard_Unknown_v9"}, "Standard_Unknown_v9"),
         ({"max_nodes": 0}, "maxNodeCount"),
+        ({"name": "x"}, "compute name 'x' is not valid"),
+        ({"name": "a-name-that-is-far-too-long"}, "3-24 letters"),
     ],
 )
 def test_bad_values_are_refused_with_a_400_naming_them(ml_client, cluster_args, expected) -> None:  # type: ignore[no-untyped-def]
     from azure.core.exceptions import HttpResponseError
 
     with pytest.raises(HttpResponseError) as caught:
-        ml_client.compute.begin_create_or_update(_cluster("wire-bad", **cluster_args)).result()
+        args = dict(cluster_args)
+        ml_client.compute.begin_create_or_update(_cluster(args.pop("name", "wire-bad"), **args)).result()
     assert caught.value.status_code == 400
     assert expected in str(caught.value)
 
@@ -140,3 +143,17 @@ def test_a_missing_cluster_is_not_found_on_get_and_delete(ml_client) -> None:  #
         ml_client.compute.get("no-such-cluster")
     with pytest.raises(ResourceNotFoundError):
         ml_client.compute.begin_delete("no-such-cluster").result()
+
+
+def test_an_update_of_anything_but_the_scale_settings_is_refused(ml_client) -> None:  # type: ignore[no-untyped-def]
+    from azure.core.exceptions import HttpResponseError
+
+    ml_client.compute.begin_create_or_update(_cluster("wire-patch")).result()
+    try:
+        body = {"properties": {"properties": {"vmSize": "Standard_D4s_v3"}}}
+        with pytest.raises(HttpResponseError) as caught:
+            ml_client.compute._operation.begin_update("azure-dl-local", "local", "wire-patch", body).result()
+        assert caught.value.status_code == 400
+        assert "changes properties.properties.scaleSettings only, got ['vmSize']" in str(caught.value)
+    finally:
+        ml_client.compute.begin_delete("wire-patch").result()
