@@ -21,7 +21,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from azure_dl.catalog import lookup_vm_size
+from azure_dl.catalog import lookup_vm_size, user_catalog_path
 from azure_dl.workspace_service.context import LOCATION, PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Handler, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -102,8 +102,14 @@ def _checked_cluster(name: str, properties: dict[str, Any]) -> dict[str, Any]:
     if size is None:
         raise _invalid(
             f"compute {name}: VM size {size_name or '(none)'!r} is not in azure-dl's catalogue, so the local "
-            "service cannot tell its family and vCPUs for quota; run `azure-dl catalog` for the sizes, or add a "
-            "[[size]] to the user catalogue (~/.azure-dl/vm_sizes.toml)"
+            "service cannot tell its family and vCPUs for quota; `azure-dl catalog list` shows the sizes, or add a "
+            f"[[size]] to {user_catalog_path()}"
+        )
+    if size.status == "retired":
+        successors = f"; choose {' or '.join(size.successors)}" if size.successors else ""
+        raise _invalid(
+            f"compute {name}: VM size {size.name} was retired on {size.retired_on or 'an earlier date'} and can no "
+            f"longer be provisioned{successors}"
         )
     priority = str(cluster.get("vmPriority") or "Dedicated")
     matched = next((p for p in PRIORITIES if p.lower() == priority.lower()), None)

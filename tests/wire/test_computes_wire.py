@@ -69,6 +69,7 @@ def test_begin_update_replaces_the_scale_settings(ml_client) -> None:  # type: i
         ({"size": "Standard_Unknown_v9"}, "Standard_Unknown_v9"),
         ({"max_nodes": 0}, "maxNodeCount"),
         ({"name": "x"}, "compute name 'x' is not valid"),
+        ({"size": "Standard_NC6s_v3"}, "Standard_NC6s_v3 was retired on 2025-09-30"),
         ({"name": "a-name-that-is-far-too-long"}, "3-24 letters"),
     ],
 )
