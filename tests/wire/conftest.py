@@ -71,3 +71,25 @@ def quota_file(workspace_service: WorkspaceService) -> Iterator[Path]:
     path = workspace_service.data_dir / "quota.toml"
     yield path
     path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def module_ml_client(workspace_service: WorkspaceService):  # type: ignore[no-untyped-def]
+    """One MLClient for a module's tests (making one costs ~0.4 s of metadata calls); use it with `connection`,
+    which puts the variables (the CA bundle above all) back in place for each test."""
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    values = read_connection_file(workspace_service.connection_file)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _CLEARED:
+            patch.delenv(name, raising=False)
+        for key, value in values.items():
+            patch.setenv(key, value)
+        client = MLClient(
+            DefaultAzureCredential(),
+            values["AZURE_SUBSCRIPTION_ID"],
+            values["AZURE_RESOURCE_GROUP"],
+            values["AZUREML_WORKSPACE_NAME"],
+        )
+    return client

@@ -38,6 +38,12 @@ def wire(workspace_service: WorkspaceService, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.fixture()
+def ml_client(connection: dict[str, str], module_ml_client):  # type: ignore[no-untyped-def]
+    """This module's tests share one client (tests/wire/conftest.py: module_ml_client)."""
+    return module_ml_client
+
+
+@pytest.fixture()
 def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AZURE_DL_CATALOG", str(tmp_path / "no-user-catalog.toml"))  # the packaged catalogue only
@@ -53,7 +59,7 @@ def _writes(wire: list[tuple[str, str, Any]], name: str) -> list[tuple[str, Any]
     return [(method, body) for method, path, body in wire if method in ("PUT", "PATCH") and path.endswith(f"/{name}")]
 
 
-def test_ensure_creates_then_is_a_no_op_then_grows_only_the_nodes(
+def test_ensure_creates_is_a_no_op_grows_only_the_nodes_and_delete_removes_it(
     connection, cwd: Path, wire, workspace_service: WorkspaceService, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
     ensure = ["compute", "ensure", "cli-grow", "--size", SIZE, "--max-nodes", "1"]
@@ -81,19 +87,24 @@ def test_ensure_creates_then_is_a_no_op_then_grows_only_the_nodes(
             {"properties": {"properties": {"scaleSettings": sent["scaleSettings"] | {"maxNodeCount": 3}}}},
         )
         assert grown["properties"]["properties"]["remoteLoginPortPublicAccess"] == "NotSpecified"
+
+        wire.clear()  # nodes and idle time both change: still one PATCH of the scale settings
+        assert main([*ensure[:-1], "4", "--idle-minutes", "10"]) == 0
+        scale = {"maxNodeCount": 4, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT10M"}
+        assert _writes(wire, "cli-grow") == [("PATCH", {"properties": {"properties": {"scaleSettings": scale}}})]
+        rescaled = _stored(workspace_service, "cli-grow")
+        assert rescaled is not None
+        assert rescaled["properties"]["properties"]["scaleSettings"] == scale
+        capsys.readouterr()
+
+        assert main(["compute", "delete", "cli-grow", "--yes"]) == 0
+        assert "Deleted compute cli-grow" in capsys.readouterr().out
+        assert _stored(workspace_service, "cli-grow") is None
+        assert main(["compute", "delete", "cli-grow", "--yes"]) != 0
+        assert "there is no compute named 'cli-grow'" in capsys.readouterr().err
     finally:
-        main(["compute", "delete", "cli-grow", "--yes"])
-
-
-def test_delete_removes_the_cluster_and_a_second_delete_says_there_is_none(
-    connection, cwd: Path, workspace_service: WorkspaceService, capsys: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
-    assert main(["compute", "ensure", "cli-delete", "--size", SIZE, "--max-nodes", "2"]) == 0
-    assert main(["compute", "delete", "cli-delete", "--yes"]) == 0
-    assert "Deleted compute cli-delete" in capsys.readouterr().out
-    assert _stored(workspace_service, "cli-delete") is None
-    assert main(["compute", "delete", "cli-delete", "--yes"]) != 0
-    assert "there is no compute named 'cli-delete'" in capsys.readouterr().err
+        if _stored(workspace_service, "cli-grow") is not None:
+            main(["compute", "delete", "cli-grow", "--yes"])
 
 
 def test_quota_lists_the_families_and_checks_a_size(
@@ -110,22 +121,6 @@ def test_quota_lists_the_families_and_checks_a_size(
     err = capsys.readouterr().err
     assert "needs 12 vCPUs (3 nodes x 4 of Standard_DS3_v2)" in err
     assert "allows 8" in err
-
-
-def test_ensure_updates_nodes_and_idle_time_of_an_existing_cluster(
-    connection, cwd: Path, wire, workspace_service: WorkspaceService
-) -> None:  # type: ignore[no-untyped-def]
-    try:
-        assert main(["compute", "ensure", "cli-idle", "--size", SIZE, "--max-nodes", "2", "--idle-minutes", "30"]) == 0
-        wire.clear()
-        assert main(["compute", "ensure", "cli-idle", "--size", SIZE, "--max-nodes", "4", "--idle-minutes", "10"]) == 0
-        scale = {"maxNodeCount": 4, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT10M"}
-        assert _writes(wire, "cli-idle") == [("PATCH", {"properties": {"properties": {"scaleSettings": scale}}})]
-        stored = _stored(workspace_service, "cli-idle")
-        assert stored is not None
-        assert stored["properties"]["properties"]["scaleSettings"] == scale
-    finally:
-        main(["compute", "delete", "cli-idle", "--yes"])
 
 
 def test_only_grow_keeps_a_larger_cluster_and_grows_a_smaller_one_keeping_its_settings(ml_client, wire) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,12 @@ from azure_dl.workspace_service import computes
 from azure_dl.workspace_service.service import WorkspaceService
 
 
+@pytest.fixture()
+def ml_client(connection: dict[str, str], module_ml_client):  # type: ignore[no-untyped-def]
+    """This module's tests share one client (tests/wire/conftest.py: module_ml_client)."""
+    return module_ml_client
+
+
 def _cluster(name: str, size: str = "Standard_DS3_v2", max_nodes: int = 2, **extra):  # type: ignore[no-untyped-def]
     from azure.ai.ml.entities import AmlCompute
 

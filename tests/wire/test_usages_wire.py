@@ -9,6 +9,12 @@ import pytest
 from azure_dl.catalog import list_vm_sizes, lookup_vm_size
 
 
+@pytest.fixture()
+def ml_client(connection: dict[str, str], module_ml_client):  # type: ignore[no-untyped-def]
+    """This module's tests share one client (tests/wire/conftest.py: module_ml_client)."""
+    return module_ml_client
+
+
 def _rows(ml_client) -> dict[tuple[str, str], object]:  # type: ignore[no-untyped-def]
     return {(usage.type, usage.name["value"]): usage for usage in ml_client.compute.list_usage()}
 
