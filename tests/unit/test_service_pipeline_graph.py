@@ -7,34 +7,17 @@ from typing import Any
 
 import pytest
 
-from azure_dl.workspace_service import components, pipeline_graph
+from azure_dl.workspace_service import pipeline_graph
 from azure_dl.workspace_service.context import ServiceContext
 from azure_dl.workspace_service.http import ApiError
-from azure_dl.workspace_service.store import Store
-
-WS = "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"
-
-
-def _context(tmp_path: Path) -> ServiceContext:
-    return ServiceContext("https://127.0.0.1:1", "s", "g", "w", tmp_path, Store(tmp_path / "state"), "x", b"k")
-
-
-def _component(context: ServiceContext, version: str, inputs: dict[str, Any], outputs: dict[str, Any]) -> str:
-    spec = {"type": "command", "command": "python run.py", "inputs": inputs, "outputs": outputs}
-    record = {"name": "azureml_anonymous", "version": version, "properties": {"componentSpec": spec}}
-    context.store.put(components.KIND, components.key("azureml_anonymous", version), record)
-    return f"{WS}/components/azureml_anonymous/versions/{version}"
-
-
-def _literal(value: str) -> dict[str, str]:
-    return {"value": value, "job_input_type": "literal"}
+from tests.service_fakes import WS, component, literal, service_context
 
 
 @pytest.fixture()
 def pipeline(tmp_path: Path) -> tuple[ServiceContext, dict[str, Any]]:
-    context = _context(tmp_path)
-    prepare = _component(context, "p", {"data": {"type": "uri_file"}}, {"prepared": {"type": "uri_folder"}})
-    train = _component(
+    context = service_context(tmp_path)
+    prepare = component(context, "p", {"data": {"type": "uri_file"}}, {"prepared": {"type": "uri_folder"}})
+    train = component(
         context,
         "t",
         {
@@ -62,15 +45,15 @@ def pipeline(tmp_path: Path) -> tuple[ServiceContext, dict[str, Any]]:
                 "componentId": train,
                 "computeId": "${{parent.inputs.cpu}}",
                 "inputs": {
-                    "data": _literal("${{parent.jobs.prepare.outputs.prepared}}"),
-                    "epochs": _literal("${{parent.inputs.epochs}}"),
+                    "data": literal("${{parent.jobs.prepare.outputs.prepared}}"),
+                    "epochs": literal("${{parent.inputs.epochs}}"),
                 },
                 "outputs": {"model": {"value": "${{parent.outputs.registered_model}}", "type": "literal"}},
             },
             "prepare": {
                 "type": "command",
                 "componentId": prepare,
-                "inputs": {"data": _literal("${{parent.inputs.data}}")},
+                "inputs": {"data": literal("${{parent.inputs.data}}")},
             },
         },
     }
@@ -107,22 +90,22 @@ def test_reuse_keys_follow_content_and_inputs(pipeline: tuple[ServiceContext, di
     ("mutate", "message"),
     [
         (
-            lambda p: p["jobs"]["train"]["inputs"].update(data=_literal("${{parent.jobs.nope.outputs.x}}")),
+            lambda p: p["jobs"]["train"]["inputs"].update(data=literal("${{parent.jobs.nope.outputs.x}}")),
             "reads step 'nope'",
         ),
         (
-            lambda p: p["jobs"]["train"]["inputs"].update(data=_literal("${{parent.jobs.prepare.outputs.x}}")),
+            lambda p: p["jobs"]["train"]["inputs"].update(data=literal("${{parent.jobs.prepare.outputs.x}}")),
             "output 'x' of step 'prepare'",
         ),
         (
-            lambda p: p["jobs"]["train"]["inputs"].update(epochs=_literal("${{parent.inputs.missing}}")),
+            lambda p: p["jobs"]["train"]["inputs"].update(epochs=literal("${{parent.inputs.missing}}")),
             "pipeline input 'missing'",
         ),
-        (lambda p: p["jobs"]["train"]["inputs"].update(extra=_literal("1")), "input 'extra' is not an input"),
+        (lambda p: p["jobs"]["train"]["inputs"].update(extra=literal("1")), "input 'extra' is not an input"),
         (lambda p: p["jobs"]["prepare"]["inputs"].clear(), "required input 'data' is not bound"),
         (lambda p: p["jobs"]["prepare"].update(componentId=f"{WS}/components/x/versions/9"), "does not exist"),
         (
-            lambda p: p["jobs"]["prepare"]["inputs"].update(data=_literal("${{parent.jobs.train.outputs.model}}")),
+            lambda p: p["jobs"]["prepare"]["inputs"].update(data=literal("${{parent.jobs.train.outputs.model}}")),
             "cycle",
         ),
     ],
