@@ -1,4 +1,4 @@
-"""`sweep --stream`'s closing report: every trial and the best one, picked as `register --sweep` picks it."""
+"""What `sweep --stream` and `pipeline --stream` print at the end: trials and the best one; steps, ran or reused."""
 
 from __future__ import annotations
 
@@ -44,3 +44,24 @@ def test_no_scored_trial_is_said_not_raised(capsys: pytest.CaptureFixture[str]) 
     children = [SimpleNamespace(name="sw_0", status="Failed")]
     assert report_sweep(_client(children), "sw", lambda job, metric: None) is None
     assert "no completed trial that reported val_loss" in capsys.readouterr().err
+
+
+def test_pipeline_steps_report_says_which_were_reused(capsys: pytest.CaptureFixture[str]) -> None:
+    from azure_dl.backends.azureml.pipelines import report_steps
+
+    class _Children:
+        def list(self, parent_job_name: str) -> list[Any]:
+            return [
+                SimpleNamespace(
+                    name="a1",
+                    display_name="prepare",
+                    status="Completed",
+                    properties={"azureml.isreused": "true", "azureml.reusedrunid": "old-a"},
+                ),
+                SimpleNamespace(name="b1", display_name="train", status="Completed", properties={}),
+            ]
+
+    rows = report_steps(SimpleNamespace(jobs=_Children()), "pipe")
+    assert rows == [("prepare", "Completed", "old-a"), ("train", "Completed", None)]
+    out = capsys.readouterr().out
+    assert "reused old-a" in out and "ran" in out
