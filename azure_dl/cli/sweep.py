@@ -149,5 +149,14 @@ def handle(args: argparse.Namespace) -> int:
     from azure_dl.backends.azureml.jobs import submit_job_yaml
 
     # plan.needs: the cluster holds every concurrent trial's nodes at once (see plan.plan_sweep).
-    submit_job_yaml(args, yaml_path, needs=plan.needs, ensure_compute=args.ensure_compute, stream=args.stream)
+    submitted = submit_job_yaml(
+        args, yaml_path, needs=plan.needs, ensure_compute=args.ensure_compute, stream=args.stream
+    )
+    if args.stream:
+        from azure_dl.backends.azureml.jobs import client_for
+        from azure_dl.backends.azureml.sweeps import report_sweep
+
+        print(f"sweep {submitted.name}: {submitted.status}")
+        best = report_sweep(client_for(args), submitted.name)
+        return 0 if submitted.status.lower() == "completed" and best is not None else 1
     return 0

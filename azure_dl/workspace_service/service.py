@@ -20,6 +20,7 @@ from azure_dl.errors import ConfigError
 from azure_dl.workspace_service import (
     blobs,
     codes,
+    components,
     computes,
     datastores,
     environments,
@@ -137,7 +138,19 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments, computes, usages):
+        families = (
+            metadata,
+            identity,
+            workspaces,
+            datastores,
+            blobs,
+            codes,
+            environments,
+            components,
+            computes,
+            usages,
+        )
+        for family in families:
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)

@@ -64,4 +64,32 @@ def submit_pipeline_yaml(
         jobs.stream_job(client, created.name)
         with sdk_errors(f"read pipeline job {created.name}"):
             status = jobs.status_text(client.jobs.get(created.name))
+        print(f"pipeline {created.name}: {status}")
+        report_steps(client, created.name)
     return jobs.SubmittedJob(name=created.name, studio_url=url, status=status)
+
+
+def _is_reused(child: Any) -> str | None:
+    """The job a reused step took its outputs from (Azure ML's `azureml.reusedrunid`), None when it ran."""
+    properties = getattr(child, "properties", None) or {}
+    if str(properties.get("azureml.isreused", "")).lower() == "true":
+        return str(properties.get("azureml.reusedrunid") or "an earlier run")
+    return None
+
+
+def report_steps(ml_client: Any, pipeline_name: str) -> list[tuple[str, str, str | None]]:
+    """Print one row per step (its status, and the job it reused when unchanged); return the rows."""
+    from azure_dl.console import print_table
+
+    with sdk_errors(f"list the steps of pipeline {pipeline_name}"):
+        children = [child for child in ml_client.jobs.list(parent_job_name=pipeline_name) if child is not None]
+    rows = [
+        (str(getattr(child, "display_name", None) or child.name), jobs.status_text(child), _is_reused(child))
+        for child in children
+    ]
+    print_table(
+        f"Steps of pipeline {pipeline_name}",
+        ["step", "status", "ran or reused"],
+        [[step, status, f"reused {source}" if source else "ran"] for step, status, source in rows],
+    )
+    return rows
