@@ -22,12 +22,14 @@ from azure_dl.workspace_service import (
     codes,
     datastores,
     environments,
+    faults,
     identity,
     metadata,
     tls,
     workspaces,
 )
 from azure_dl.workspace_service.context import ServiceContext
+from azure_dl.workspace_service.faults import Faults
 from azure_dl.workspace_service.http import Router
 from azure_dl.workspace_service.store import Store
 
@@ -47,6 +49,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         response = self.server.router.dispatch(self.command, self.path, dict(self.headers.items()), body)
+        if response.drop:  # an injected fault: processed, but the client gets no answer
+            self.close_connection = True
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
@@ -108,6 +113,14 @@ class WorkspaceService:
         self._thread: threading.Thread | None = None
 
     @property
+    def faults(self) -> Faults:
+        """The running service's fault rules (faults.py): `service.faults.add("PUT", "/codes/", status=503)`."""
+        hook = self._server.router.fault_hook if self._server is not None else None
+        if not isinstance(hook, Faults):
+            raise RuntimeError("the workspace service is not running: start() it before injecting faults")
+        return hook
+
+    @property
     def connection_file(self) -> Path:
         return self.data_dir / CONNECTION_FILE
 
@@ -135,7 +148,7 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments):
+        for family in (metadata, identity, faults, workspaces, datastores, blobs, codes, environments):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)
