@@ -20,6 +20,7 @@ from azure_dl.errors import ConfigError
 from azure_dl.workspace_service import (
     blobs,
     codes,
+    data_assets,
     datastores,
     environments,
     faults,
@@ -148,7 +149,7 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, faults, workspaces, datastores, blobs, codes, environments):
+        for family in (metadata, identity, faults, workspaces, datastores, blobs, codes, environments, data_assets):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)
