@@ -21,6 +21,7 @@ from typing import Any
 
 from azure_dl.backends.azureml import client as azure_client
 from azure_dl.backends.azureml.client import job_studio_url, redact, require_sdk, sdk_errors
+from azure_dl.backends.azureml.data_refs import check_data_assets
 from azure_dl.backends.azureml.preflight import preflight
 from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.errors import AzureDLError, ConfigError, SpecError
@@ -190,6 +191,7 @@ def submit_job_yaml(
     """
     job = load_job_yaml(Path(job_yaml))
     client = ml_client if ml_client is not None else client_for(workspace_args)
+    check_data_assets(client, job)  # before the cluster check and any upload: a missing asset fails here
     planned = needs if needs is not None else ClusterNeeds(compute=None, vm_size=None)
     yaml_nodes = instance_count_of(job)
     preflight(
