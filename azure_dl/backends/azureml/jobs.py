@@ -342,6 +342,18 @@ def show_job(ml_client: Any, name: str, *, with_metrics: bool = True) -> JobInfo
     )
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in the cause/context chain of `exc`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def stream_job(ml_client: Any, name: str) -> None:
     """Print the job's logs until it ends (the SDK's own streaming); a failed job raises AzureDLError."""
     from azure.ai.ml.exceptions import JobException
@@ -351,6 +363,10 @@ def stream_job(ml_client: Any, name: str) -> None:
             try:
                 ml_client.jobs.stream(name)
             except JobException as exc:
+                if _interrupted(exc):
+                    # The SDK turns Ctrl-C into its own JobException ("The output streaming for the run
+                    # interrupted"), raised from the KeyboardInterrupt: the job did not fail, we stopped reading.
+                    raise KeyboardInterrupt from None
                 raise AzureDLError(
                     f"job {name} did not complete: {redact(str(getattr(exc, 'message', None) or exc))[:600]}",
                     hint=f"see the logs above, or `azure-dl jobs show {name}`",
