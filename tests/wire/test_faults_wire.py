@@ -3,7 +3,6 @@ response is retried and gives one resource; more faults than retries is a clean 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,6 @@ from azure_dl.workspace_service.faults import Faults
 from azure_dl.workspace_service.service import WorkspaceService
 
 IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
-
-
-@pytest.fixture()
-def faults(workspace_service: WorkspaceService) -> Iterator[Faults]:
-    """The service's fault rules, empty before and after the test (the service is shared by the run)."""
-    workspace_service.faults.clear()
-    yield workspace_service.faults
-    workspace_service.faults.clear()
 
 
 def _versions(service: WorkspaceService, kind: str, name: str) -> list[str]:

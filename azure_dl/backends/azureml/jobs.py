@@ -33,6 +33,10 @@ TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 # Pauses between whole create attempts, after azure-core's own per-request retries have given up.
 CREATE_RETRY_DELAYS_S: tuple[float, ...] = (5.0, 20.0)
 _MAX_VALIDATION_MESSAGE = 3000
+# The jobs list API filters by job type, tag, properties and archive state, not by experiment (the REST
+# parameters azure-ai-ml's jobs.list can send), so `--experiment` filters here: it stops at `--limit` matches or
+# after this many jobs (newest first), rather than paging through every job the workspace ever ran.
+EXPERIMENT_SCAN_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -270,8 +274,16 @@ def list_jobs(ml_client: Any, *, experiment: str | None = None, limit: int = 20)
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     rows: list[JobRow] = []
+    scanned = 0
     with sdk_errors("list jobs"):
         for job in ml_client.jobs.list():
+            scanned += 1
+            if experiment and scanned > EXPERIMENT_SCAN_LIMIT:
+                _note(
+                    f"looked at the newest {EXPERIMENT_SCAN_LIMIT} jobs of the workspace only: older jobs of "
+                    f"experiment {experiment} are not shown (Azure ML's jobs list cannot filter by experiment)"
+                )
+                break
             if job is None:  # the SDK yields None for jobs it cannot parse
                 continue
             if experiment and getattr(job, "experiment_name", None) != experiment:
