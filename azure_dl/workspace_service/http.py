@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -38,6 +38,15 @@ class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # close the connection without sending this answer (an injected fault: faults.py)
+
+
+# What a fault hook answers for a request that was processed but must get no answer.
+DROP = "drop"
+
+
+class FaultHook(Protocol):
+    def take(self, method: str, path: str) -> Response | str | None: ...
 
 
 def json_response(status: int, document: Any, headers: dict[str, str] | None = None) -> Response:
@@ -73,6 +82,8 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        # Set by faults.register: asked first, for an answer to give instead of the route's, DROP, or None.
+        self.fault_hook: FaultHook | None = None
 
     def add(self, method: str, template: str, handler: Handler) -> None:
         # {name} is one path segment; {name:path} is the rest of the path (a blob name has slashes).
@@ -84,6 +95,15 @@ class Router:
         self._routes.append((method.upper(), re.compile(f"^{pattern}$", re.IGNORECASE), handler))
 
     def dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
+        fault = self.fault_hook.take(method.upper(), urlsplit(target).path) if self.fault_hook else None
+        if isinstance(fault, Response):
+            return fault
+        response = self._route(method, target, headers, body)
+        if fault == DROP:
+            response.drop = True
+        return response
+
+    def _route(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
         parts = urlsplit(target)
         query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
         request = Request(method.upper(), parts.path, query, {k.lower(): v for k, v in headers.items()}, body)

@@ -22,8 +22,10 @@ from azure_dl.workspace_service import (
     codes,
     components,
     computes,
+    data_assets,
     datastores,
     environments,
+    faults,
     identity,
     metadata,
     tls,
@@ -31,6 +33,7 @@ from azure_dl.workspace_service import (
     workspaces,
 )
 from azure_dl.workspace_service.context import ServiceContext
+from azure_dl.workspace_service.faults import Faults
 from azure_dl.workspace_service.http import Router
 from azure_dl.workspace_service.store import Store
 
@@ -50,6 +53,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         response = self.server.router.dispatch(self.command, self.path, dict(self.headers.items()), body)
+        if response.drop:  # an injected fault: processed, but the client gets no answer
+            self.close_connection = True
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
@@ -111,6 +117,14 @@ class WorkspaceService:
         self._thread: threading.Thread | None = None
 
     @property
+    def faults(self) -> Faults:
+        """The running service's fault rules (faults.py): `service.faults.add("PUT", "/codes/", status=503)`."""
+        hook = self._server.router.fault_hook if self._server is not None else None
+        if not isinstance(hook, Faults):
+            raise RuntimeError("the workspace service is not running: start() it before injecting faults")
+        return hook
+
+    @property
     def connection_file(self) -> Path:
         return self.data_dir / CONNECTION_FILE
 
@@ -141,11 +155,13 @@ class WorkspaceService:
         families = (
             metadata,
             identity,
+            faults,
             workspaces,
             datastores,
             blobs,
             codes,
             environments,
+            data_assets,
             components,
             computes,
             usages,

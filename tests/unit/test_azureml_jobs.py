@@ -317,6 +317,34 @@ def test_list_filters_by_experiment_newest_first() -> None:
     assert [row.name for row in list_jobs(client, limit=2)] == ["new", "other"]
 
 
+def test_list_by_experiment_stops_paging_instead_of_reading_every_job(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The jobs list API cannot filter by experiment (issue 11, minor defect): a workspace with endless jobs of
+    # other experiments must not be paged through to the end. Unit-level: the service has no jobs yet.
+    from types import SimpleNamespace
+
+    from azure_dl.backends.azureml import jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "EXPERIMENT_SCAN_LIMIT", 50)
+    pulled: list[int] = []
+
+    def endless() -> Any:
+        for index in range(10**6):
+            pulled.append(index)
+            experiment = "wanted" if index in (3, 7) else "other"
+            yield SimpleNamespace(name=f"job-{index}", status="Completed", experiment_name=experiment, compute="c")
+
+    client = SimpleNamespace(jobs=SimpleNamespace(list=endless))
+    rows = list_jobs(client, experiment="wanted", limit=20)
+    assert [row.name for row in rows] == ["job-3", "job-7"]
+    assert len(pulled) == 51  # one past the cap, to know there were more
+    assert "looked at the newest 50 jobs of the workspace only" in capsys.readouterr().err
+    pulled.clear()
+    assert [row.name for row in list_jobs(client, experiment="wanted", limit=1)] == ["job-3"]
+    assert len(pulled) == 4  # enough rows found: no further page is asked for
+
+
 def test_show_reads_metrics_and_duration_through_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow.tracking
     from mlflow.entities import Metric, Run, RunData, RunInfo

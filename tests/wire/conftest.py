@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from azure_dl.workspace_service.faults import Faults
 from azure_dl.workspace_service.service import WorkspaceService, read_connection_file
 
 # Variables that would divert DefaultAzureCredential or the SDK away from the service.
@@ -93,3 +94,14 @@ def module_ml_client(workspace_service: WorkspaceService):  # type: ignore[no-un
             values["AZUREML_WORKSPACE_NAME"],
         )
     return client
+
+
+@pytest.fixture()
+def faults(workspace_service: WorkspaceService) -> Iterator[Faults]:
+    """The service's fault rules (faults.py), empty before and after the test: the service is shared by the run.
+
+    A job-PUT idempotency test is then one line: `faults.add("PUT", f"/jobs/{name}$", drop=True)`.
+    """
+    workspace_service.faults.clear()
+    yield workspace_service.faults
+    workspace_service.faults.clear()

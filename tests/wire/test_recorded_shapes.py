@@ -159,3 +159,47 @@ def test_compute_create_poll_get_and_delete_match_the_recording(workspace_servic
     status, headers, body = _send(workspace_service, "DELETE", url + "&underlyingResourceAction=Delete")
     assert (status, body) == (deleted["StatusCode"], deleted["ResponseBody"])
     assert set(deleted["ResponseHeaders"]) <= set(headers)
+
+
+def _put(service: WorkspaceService, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+    """PUT `body` as JSON with a token from the service."""
+    assert service.context is not None
+    token, _ = issue_token(service.context, service.context.base_url)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(
+        service.context.base_url + path, data=json.dumps(body).encode(), headers=headers, method="PUT"
+    )
+    context = ssl.create_default_context(cafile=str(service.data_dir / "tls" / "ca-bundle.pem"))
+    with urllib.request.urlopen(request, context=context) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_data_version_put_get_and_container_match_the_recordings(workspace_service: WorkspaceService) -> None:
+    put, got = _recorded("data_create_uri_file.json")
+    (container,) = _recorded("data_get_latest_label.json")
+    assert workspace_service.context is not None
+    versions = f"{workspace_service.context.workspace_id}/data/shape-data/versions"
+
+    # The request body the SDK sent to Azure, replayed: the answer has the recorded status and keys.
+    status, body = _put(workspace_service, f"{versions}/2?api-version=2023-04-01-preview", put["RequestBody"])
+    assert status == put["StatusCode"]
+    assert body.keys() == put["ResponseBody"].keys()
+    assert body["properties"].keys() == put["ResponseBody"]["properties"].keys()
+    assert body["systemData"].keys() >= put["ResponseBody"]["systemData"].keys()
+    # Like Azure, the service answers the datastore URI in its long form.
+    recorded_uri = put["ResponseBody"]["properties"]["dataUri"]
+    assert body["properties"]["dataUri"].split("/datastores/")[1] == recorded_uri.split("/datastores/")[1]
+    assert body["properties"]["dataUri"].startswith(
+        f"azureml://subscriptions/{workspace_service.context.subscription_id}/resourcegroups/"
+    )
+
+    status, body = _call(workspace_service, f"{versions}/2?api-version=2023-04-01-preview")
+    assert status == got["StatusCode"]
+    assert body.keys() == got["ResponseBody"].keys()
+    assert body["properties"].keys() == got["ResponseBody"]["properties"].keys()
+
+    status, body = _call(workspace_service, f"{versions.rsplit('/', 1)[0]}?api-version=2023-04-01-preview")
+    assert status == container["StatusCode"]
+    assert body.keys() == container["ResponseBody"].keys()
+    assert body["properties"].keys() == container["ResponseBody"]["properties"].keys()
+    assert (body["properties"]["latestVersion"], body["properties"]["nextVersion"]) == ("2", "3")

@@ -21,6 +21,7 @@ from typing import Any
 
 from azure_dl.backends.azureml import client as azure_client
 from azure_dl.backends.azureml.client import job_studio_url, redact, require_sdk, sdk_errors
+from azure_dl.backends.azureml.data_refs import check_data_assets
 from azure_dl.backends.azureml.preflight import preflight
 from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.errors import AzureDLError, ConfigError, SpecError
@@ -32,6 +33,10 @@ TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 # Pauses between whole create attempts, after azure-core's own per-request retries have given up.
 CREATE_RETRY_DELAYS_S: tuple[float, ...] = (5.0, 20.0)
 _MAX_VALIDATION_MESSAGE = 3000
+# The jobs list API filters by job type, tag, properties and archive state, not by experiment (the REST
+# parameters azure-ai-ml's jobs.list can send), so `--experiment` filters here: it stops at `--limit` matches or
+# after this many jobs (newest first), rather than paging through every job the workspace ever ran.
+EXPERIMENT_SCAN_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,7 @@ def submit_job_yaml(
     """
     job = load_job_yaml(Path(job_yaml))
     client = ml_client if ml_client is not None else client_for(workspace_args)
+    check_data_assets(client, job)  # before the cluster check and any upload: a missing asset fails here
     planned = needs if needs is not None else ClusterNeeds(compute=None, vm_size=None)
     yaml_nodes = instance_count_of(job)
     preflight(
@@ -268,8 +274,16 @@ def list_jobs(ml_client: Any, *, experiment: str | None = None, limit: int = 20)
     if limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     rows: list[JobRow] = []
+    scanned = 0
     with sdk_errors("list jobs"):
         for job in ml_client.jobs.list():
+            scanned += 1
+            if experiment and scanned > EXPERIMENT_SCAN_LIMIT:
+                _note(
+                    f"looked at the newest {EXPERIMENT_SCAN_LIMIT} jobs of the workspace only: older jobs of "
+                    f"experiment {experiment} are not shown (Azure ML's jobs list cannot filter by experiment)"
+                )
+                break
             if job is None:  # the SDK yields None for jobs it cannot parse
                 continue
             if experiment and getattr(job, "experiment_name", None) != experiment:
@@ -340,6 +354,18 @@ def show_job(ml_client: Any, name: str, *, with_metrics: bool = True) -> JobInfo
     )
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in the cause/context chain of `exc`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def stream_job(ml_client: Any, name: str) -> None:
     """Print the job's logs until it ends (the SDK's own streaming); a failed job raises AzureDLError."""
     from azure.ai.ml.exceptions import JobException
@@ -349,6 +375,10 @@ def stream_job(ml_client: Any, name: str) -> None:
             try:
                 ml_client.jobs.stream(name)
             except JobException as exc:
+                if _interrupted(exc):
+                    # The SDK turns Ctrl-C into its own JobException ("The output streaming for the run
+                    # interrupted"), raised from the KeyboardInterrupt: the job did not fail, we stopped reading.
+                    raise KeyboardInterrupt from None
                 raise AzureDLError(
                     f"job {name} did not complete: {redact(str(getattr(exc, 'message', None) or exc))[:600]}",
                     hint=f"see the logs above, or `azure-dl jobs show {name}`",

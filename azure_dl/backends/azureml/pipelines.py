@@ -15,6 +15,7 @@ from typing import Any
 
 from azure_dl.backends.azureml import jobs
 from azure_dl.backends.azureml.client import job_studio_url, sdk_errors
+from azure_dl.backends.azureml.data_refs import check_data_assets
 from azure_dl.backends.azureml.preflight import preflight
 from azure_dl.cluster_needs import ClusterNeeds
 from azure_dl.errors import SpecError
@@ -52,6 +53,7 @@ def submit_pipeline_yaml(
     """
     job = load_pipeline_yaml(Path(pipeline_yaml))
     client = ml_client if ml_client is not None else jobs.client_for(workspace_args)
+    check_data_assets(client, job)  # before the cluster checks and any upload
     for cluster in needs:
         preflight(client, cluster, ensure=ensure_compute, source=Path(pipeline_yaml))
 
