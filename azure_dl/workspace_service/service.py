@@ -24,6 +24,7 @@ from azure_dl.workspace_service import (
     environments,
     identity,
     metadata,
+    models,
     tls,
     workspaces,
 )
@@ -135,7 +136,7 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments):
+        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments, models):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)

@@ -46,3 +46,12 @@ class Store:
             if not folder.is_dir():
                 return []
             return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+
+    def delete(self, kind: str, name: str) -> bool:
+        """Remove one resource; False when there was none."""
+        path = self._path(kind, name)
+        with self._lock:
+            if not path.is_file():
+                return False
+            path.unlink()
+            return True

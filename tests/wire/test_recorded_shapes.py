@@ -108,3 +108,44 @@ def test_curated_environment_get_matches_the_recording(workspace_service: Worksp
     assert body.keys() == found["ResponseBody"].keys()
     assert body["properties"].keys() == found["ResponseBody"]["properties"].keys()
     assert body["properties"]["environmentType"] == "Curated"
+
+
+def test_model_version_container_and_not_found_match_the_recordings(
+    ml_client, workspace_service: WorkspaceService, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    missing, put, found, listed = _recorded("model_crud_file.json")
+    (containers,) = _recorded("model_list_containers.json")
+    folder = tmp_path / "shape_model"
+    folder.mkdir()
+    (folder / "model.bin").write_text("shape")
+    from azure.ai.ml.entities import Model
+
+    created = ml_client.models.create_or_update(Model(name="shape-model", version="3", path=str(folder)))
+    assert created.version == "3"
+    assert workspace_service.context is not None
+    models = f"{workspace_service.context.workspace_id}/models"
+
+    status, body = _call(workspace_service, f"{models}/no-such-model/versions?api-version=2023-08-01-preview&$top=1")
+    assert status == missing["StatusCode"]
+    assert body["error"].keys() == missing["ResponseBody"]["error"].keys()
+    assert body["error"]["code"] == missing["ResponseBody"]["error"]["code"]
+    assert body["error"]["details"][0]["code"] == missing["ResponseBody"]["error"]["details"][0]["code"]
+
+    status, body = _call(workspace_service, f"{models}/shape-model/versions/3?api-version=2023-08-01-preview")
+    assert status == found["StatusCode"]
+    assert body.keys() == found["ResponseBody"].keys() == put["ResponseBody"].keys()
+    assert body["properties"].keys() == found["ResponseBody"]["properties"].keys()
+    assert body["systemData"].keys() == found["ResponseBody"]["systemData"].keys()
+
+    status, body = _call(workspace_service, f"{models}/shape-model/versions?api-version=2023-08-01-preview")
+    assert status == listed["StatusCode"]
+    assert [item["properties"].keys() for item in body["value"]] == [
+        listed["ResponseBody"]["value"][0]["properties"].keys()
+    ]
+
+    status, body = _call(workspace_service, f"{models}?api-version=2023-08-01-preview&listViewType=ActiveOnly")
+    assert status == containers["StatusCode"]
+    (shape,) = [item for item in body["value"] if item["name"] == "shape-model"]
+    recorded = containers["ResponseBody"]["value"][0]
+    assert shape.keys() == recorded.keys() and shape["properties"].keys() == recorded["properties"].keys()
+    assert (shape["properties"]["latestVersion"], shape["properties"]["nextVersion"]) == ("3", "4")
