@@ -25,6 +25,10 @@ from azure_dl.workspace_service import (
     identity,
     metadata,
     models,
+    online_deployments,
+    online_endpoints,
+    operations,
+    scoring,
     tls,
     workspaces,
 )
@@ -136,7 +140,20 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments, models):
+        for family in (
+            metadata,
+            identity,
+            workspaces,
+            datastores,
+            blobs,
+            codes,
+            environments,
+            models,
+            operations,
+            online_endpoints,
+            online_deployments,
+            scoring,
+        ):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)

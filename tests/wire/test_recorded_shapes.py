@@ -149,3 +149,47 @@ def test_model_version_container_and_not_found_match_the_recordings(
     recorded = containers["ResponseBody"]["value"][0]
     assert shape.keys() == recorded.keys() and shape["properties"].keys() == recorded["properties"].keys()
     assert (shape["properties"]["latestVersion"], shape["properties"]["nextVersion"]) == ("3", "4")
+
+
+def _send(service: WorkspaceService, method: str, path: str, body: Any) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Any method with a JSON body; the status, the response headers and the JSON answer."""
+    assert service.context is not None
+    token, _ = issue_token(service.context, service.context.base_url)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(
+        service.context.base_url + path, data=json.dumps(body).encode(), headers=headers, method=method
+    )
+    context = ssl.create_default_context(cafile=str(service.data_dir / "tls" / "ca-bundle.pem"))
+    try:
+        with urllib.request.urlopen(request, context=context) as response:
+            return response.status, dict(response.headers.items()), json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers.items()), json.loads(exc.read() or b"{}")
+
+
+def test_online_endpoint_put_and_its_operation_match_the_recording(workspace_service: WorkspaceService) -> None:
+    put, poll = _recorded("online_endpoint_create.json")
+    assert workspace_service.context is not None
+    url = f"{workspace_service.context.workspace_id}/onlineEndpoints/shape-endpoint?api-version=2022-02-01-preview"
+
+    status, headers, body = _send(workspace_service, "PUT", url, put["RequestBody"])
+    assert status == put["StatusCode"]
+    assert set(put["ResponseHeaders"]) <= set(headers)
+    assert body.keys() == put["ResponseBody"].keys()
+    assert body["properties"].keys() == put["ResponseBody"]["properties"].keys()
+    assert body["properties"]["provisioningState"] == put["ResponseBody"]["properties"]["provisioningState"]
+    assert headers["Location"].startswith(workspace_service.context.base_url)
+
+    operation = headers["Azure-AsyncOperation"].removeprefix(workspace_service.context.base_url)
+    status, body = _call(workspace_service, operation)
+    assert status == poll["StatusCode"]
+    assert body.keys() == poll["ResponseBody"].keys() and body["status"] == "Succeeded"
+
+    status, _headers, body = _send(workspace_service, "PUT", url, put["RequestBody"])
+    assert status == 200 and body["properties"]["provisioningState"] == "Updating"  # a PUT of an existing one
+
+    bad = url.replace("shape-endpoint", "9-starts-with-a-digit")
+    status, _headers, body = _send(workspace_service, "PUT", bad, put["RequestBody"])
+    assert status == 400 and "3-32 letters" in body["error"]["message"]
+    status, _headers, body = _send(workspace_service, "POST", url.replace("?", "/listKeys?"), {})
+    assert status == 400 and "AMLToken" in body["error"]["message"]  # the recorded endpoint has no keys
