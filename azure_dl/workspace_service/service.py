@@ -28,6 +28,11 @@ from azure_dl.workspace_service import (
     faults,
     identity,
     metadata,
+    models,
+    online_deployments,
+    online_endpoints,
+    operations,
+    scoring,
     tls,
     usages,
     workspaces,
@@ -165,6 +170,11 @@ class WorkspaceService:
             components,
             computes,
             usages,
+            models,
+            operations,
+            online_endpoints,
+            online_deployments,
+            scoring,
         )
         for family in families:
             family.register(server.router, context)

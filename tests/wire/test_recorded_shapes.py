@@ -174,6 +174,47 @@ def _put(service: WorkspaceService, path: str, body: Any) -> tuple[int, dict[str
         return response.status, json.loads(response.read())
 
 
+def test_model_version_container_and_not_found_match_the_recordings(
+    ml_client, workspace_service: WorkspaceService, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    missing, put, found, listed = _recorded("model_crud_file.json")
+    (containers,) = _recorded("model_list_containers.json")
+    folder = tmp_path / "shape_model"
+    folder.mkdir()
+    (folder / "model.bin").write_text("shape")
+    from azure.ai.ml.entities import Model
+
+    created = ml_client.models.create_or_update(Model(name="shape-model", version="3", path=str(folder)))
+    assert created.version == "3"
+    assert workspace_service.context is not None
+    models = f"{workspace_service.context.workspace_id}/models"
+
+    status, body = _call(workspace_service, f"{models}/no-such-model/versions?api-version=2023-08-01-preview&$top=1")
+    assert status == missing["StatusCode"]
+    assert body["error"].keys() == missing["ResponseBody"]["error"].keys()
+    assert body["error"]["code"] == missing["ResponseBody"]["error"]["code"]
+    assert body["error"]["details"][0]["code"] == missing["ResponseBody"]["error"]["details"][0]["code"]
+
+    status, body = _call(workspace_service, f"{models}/shape-model/versions/3?api-version=2023-08-01-preview")
+    assert status == found["StatusCode"]
+    assert body.keys() == found["ResponseBody"].keys() == put["ResponseBody"].keys()
+    assert body["properties"].keys() == found["ResponseBody"]["properties"].keys()
+    assert body["systemData"].keys() == found["ResponseBody"]["systemData"].keys()
+
+    status, body = _call(workspace_service, f"{models}/shape-model/versions?api-version=2023-08-01-preview")
+    assert status == listed["StatusCode"]
+    assert [item["properties"].keys() for item in body["value"]] == [
+        listed["ResponseBody"]["value"][0]["properties"].keys()
+    ]
+
+    status, body = _call(workspace_service, f"{models}?api-version=2023-08-01-preview&listViewType=ActiveOnly")
+    assert status == containers["StatusCode"]
+    (shape,) = [item for item in body["value"] if item["name"] == "shape-model"]
+    recorded = containers["ResponseBody"]["value"][0]
+    assert shape.keys() == recorded.keys() and shape["properties"].keys() == recorded["properties"].keys()
+    assert (shape["properties"]["latestVersion"], shape["properties"]["nextVersion"]) == ("3", "4")
+
+
 def test_data_version_put_get_and_container_match_the_recordings(workspace_service: WorkspaceService) -> None:
     put, got = _recorded("data_create_uri_file.json")
     (container,) = _recorded("data_get_latest_label.json")
@@ -203,3 +244,31 @@ def test_data_version_put_get_and_container_match_the_recordings(workspace_servi
     assert body.keys() == container["ResponseBody"].keys()
     assert body["properties"].keys() == container["ResponseBody"]["properties"].keys()
     assert (body["properties"]["latestVersion"], body["properties"]["nextVersion"]) == ("2", "3")
+
+
+def test_online_endpoint_put_and_its_operation_match_the_recording(workspace_service: WorkspaceService) -> None:
+    put, poll = _recorded("online_endpoint_create.json")
+    assert workspace_service.context is not None
+    url = f"{workspace_service.context.workspace_id}/onlineEndpoints/shape-endpoint?api-version=2022-02-01-preview"
+
+    status, headers, body = _send(workspace_service, "PUT", url, put["RequestBody"])
+    assert status == put["StatusCode"]
+    assert set(put["ResponseHeaders"]) <= set(headers)
+    assert body.keys() == put["ResponseBody"].keys()
+    assert body["properties"].keys() == put["ResponseBody"]["properties"].keys()
+    assert body["properties"]["provisioningState"] == put["ResponseBody"]["properties"]["provisioningState"]
+    assert headers["Location"].startswith(workspace_service.context.base_url)
+
+    operation = headers["Azure-AsyncOperation"].removeprefix(workspace_service.context.base_url)
+    status, body = _call(workspace_service, operation)
+    assert status == poll["StatusCode"]
+    assert body.keys() == poll["ResponseBody"].keys() and body["status"] == "Succeeded"
+
+    status, _headers, body = _send(workspace_service, "PUT", url, put["RequestBody"])
+    assert status == 200 and body["properties"]["provisioningState"] == "Updating"  # a PUT of an existing one
+
+    bad = url.replace("shape-endpoint", "9-starts-with-a-digit")
+    status, _headers, body = _send(workspace_service, "PUT", bad, put["RequestBody"])
+    assert status == 400 and "3-32 letters" in body["error"]["message"]
+    status, _headers, body = _send(workspace_service, "POST", url.replace("?", "/listKeys?"), {})
+    assert status == 400 and "AMLToken" in body["error"]["message"]  # the recorded endpoint has no keys

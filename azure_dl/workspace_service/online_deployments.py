@@ -1,0 +1,230 @@
+"""Managed online deployments as records: PUT/GET/LIST/DELETE (long-running, see operations.py) and getLogs.
+
+What `ml_client.online_deployments` sends (azure/ai/ml/operations/_online_deployment_operations.py): GET of the
+endpoint first, the code, environment and model through their own routes (codes.py, environments.py,
+models.py), then `PUT .../onlineEndpoints/{e}/deployments/{d}` with `sku.capacity` (instance_count) and the
+properties (endpointComputeType, instanceType, model, codeConfiguration, environmentId, probes, requestSettings,
+...), polled like the endpoint's PUT. The body answered is the properties as PUT plus `provisioningState`, in
+the REST model's shape (azure/ai/ml/_restclient/arm_ml_service/models: OnlineDeployment).
+
+A deployment is recorded, not run: the service does not start its scoring script yet. So that nobody mistakes a
+record for a serving deployment, the PUT's operation ends "Failed" with an error that says so (the SDK's poller
+raises it), the deployment's provisioningState reads "Failed", getLogs says that no container ran, and scoring
+requests routed to it answer 501 (scoring.py). Its record stays, so traffic can name it and delete removes it.
+The live service's rules that are kept: the endpoint must exist; names are 3-32 letters, digits and '-'; a
+managed deployment needs instanceType and at least one instance; a workspace model or code version it names
+must exist; a deployment that takes live or mirror traffic cannot be deleted. Kubernetes deployments answer 501.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from azure_dl.workspace_service import codes, models, online_endpoints, operations
+from azure_dl.workspace_service.context import LOCATION, PROVIDER, ServiceContext
+from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
+from azure_dl.workspace_service.identity import authenticated
+from azure_dl.workspace_service.workspaces import check_scope
+
+KIND = online_endpoints.DEPLOYMENT_KIND
+ROUTE = online_endpoints.ROUTE + "/{endpoint}/deployments"
+LOG_CONTAINERS = {"storageinitializer": "StorageInitializer", "inferenceserver": "InferenceServer"}
+NOT_RUNNING_CODE = "DeploymentNotRunning"
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{2,31}$")
+# What the live service fills in when a PUT leaves them out (Azure ML's documented defaults); the SDK reads
+# scaleSettings.scaleType, so a body without it cannot even be read back.
+DEFAULTS: dict[str, Any] = {
+    "scaleSettings": {"scaleType": "Default"},
+    "requestSettings": {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1, "maxQueueWait": "PT0.5S"},
+    "livenessProbe": {
+        "initialDelay": "PT10M",
+        "period": "PT10S",
+        "timeout": "PT2S",
+        "successThreshold": 1,
+        "failureThreshold": 30,
+    },
+    "readinessProbe": {
+        "initialDelay": "PT10S",
+        "period": "PT10S",
+        "timeout": "PT2S",
+        "successThreshold": 1,
+        "failureThreshold": 30,
+    },
+    "appInsightsEnabled": False,
+    "egressPublicNetworkAccess": "Enabled",
+}
+_VERSIONED = re.compile(r"/workspaces/[^/]+/(?P<kind>models|codes)/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
+
+
+def not_running(endpoint: str, deployment: str) -> str:
+    return (
+        f"deployment {deployment} of endpoint {endpoint} is recorded but not running: the local azure-dl "
+        "workspace service does not run scoring scripts yet, so scoring requests routed to it answer 501 "
+        "(see docs/architecture.md, 'The local workspace service')"
+    )
+
+
+def _key(endpoint: str, name: str) -> str:
+    return f"{endpoint}/{name}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def body(context: ServiceContext, record: dict[str, Any], state: str | None = None) -> dict[str, Any]:
+    endpoint, name = record["endpoint"], record["name"]
+    return {
+        "id": f"{context.workspace_id}/onlineEndpoints/{endpoint}/deployments/{name}",
+        "name": name,
+        "type": f"{PROVIDER}/workspaces/onlineEndpoints/deployments",
+        "properties": {**record["properties"], "provisioningState": state or record["state"]},
+        "systemData": {
+            "createdAt": record["createdAt"],
+            "createdBy": "azure-dl",
+            "lastModifiedAt": record["modifiedAt"],
+        },
+        "tags": record.get("tags") or {},
+        "location": LOCATION,
+        "kind": "Managed",
+        "sku": record["sku"],
+    }
+
+
+def find(context: ServiceContext, endpoint: str, name: str) -> dict[str, Any]:
+    record = context.store.get(KIND, _key(endpoint, name))
+    if record is None:
+        raise not_found("online deployment", f"{endpoint}/{name}")
+    return record
+
+
+def _check_asset(context: ServiceContext, where: str, asset_id: Any) -> None:
+    """A workspace model or code version named by ARM id must exist (others, e.g. registry assets, pass)."""
+    if not isinstance(asset_id, str):
+        return
+    match = _VERSIONED.search(asset_id)
+    if match is None:
+        return
+    kind, name, version = match.group("kind"), match.group("name"), match.group("version")
+    found = (
+        models.find_version(context, name, version)
+        if kind == "models"
+        else context.store.get(codes.KIND, f"{name}/{version}")
+    )
+    if found is None:
+        raise ApiError(400, "BadArgument", f"{where}: {kind[:-1]} {name}:{version} does not exist in this workspace")
+
+
+def _validated(context: ServiceContext, endpoint: str, name: str, document: Any) -> tuple[dict[str, Any], int]:
+    where = f"deployment {name} of endpoint {endpoint}"
+    if not _NAME.match(name):
+        raise ApiError(
+            400, "BadArgument", f"deployment name {name!r}: use 3-32 letters, digits and '-', starting with a letter"
+        )
+    properties = document.get("properties") if isinstance(document, dict) else None
+    if not isinstance(properties, dict):
+        raise ApiError(400, "BadArgument", f"{where}: the body needs properties")
+    compute_type = str(properties.get("endpointComputeType") or "")
+    if compute_type.lower() == "kubernetes":
+        raise ApiError(
+            501,
+            "NotImplemented",
+            f"{where}: Kubernetes online deployments are not served by the local workspace service; "
+            "use endpointComputeType Managed",
+        )
+    if compute_type.lower() != "managed":
+        raise ApiError(400, "BadArgument", f"{where}: endpointComputeType {compute_type!r} is not Managed")
+    if not properties.get("instanceType"):
+        raise ApiError(400, "BadArgument", f"{where}: a managed deployment needs properties.instanceType")
+    sku = document.get("sku") or {}
+    capacity = sku.get("capacity", 1) if isinstance(sku, dict) else None
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+        raise ApiError(400, "BadArgument", f"{where}: sku.capacity (instance_count) is {capacity!r}; give 1 or more")
+    _check_asset(context, where, properties.get("model"))
+    _check_asset(context, where, (properties.get("codeConfiguration") or {}).get("codeId"))
+    filled = {key: value for key, value in DEFAULTS.items() if properties.get(key) is None}
+    return {**properties, **filled}, capacity
+
+
+def register(router: Router, context: ServiceContext) -> None:
+    def _endpoint(request: Request) -> dict[str, Any]:
+        check_scope(context, request)
+        return online_endpoints.find(context, request.params["endpoint"])
+
+    def _get(request: Request) -> Response:
+        endpoint = _endpoint(request)
+        return json_response(200, body(context, find(context, endpoint["name"], request.params["name"])))
+
+    def _list(request: Request) -> Response:
+        endpoint = _endpoint(request)
+        records = online_endpoints.deployments_of(context, endpoint["name"])
+        return json_response(200, {"value": [body(context, record) for record in records]})
+
+    def _put(request: Request) -> Response:
+        endpoint = _endpoint(request)["name"]
+        name = request.params["name"]
+        document = request.json()
+        properties, capacity = _validated(context, endpoint, name, document)
+        existing = context.store.get(KIND, _key(endpoint, name))
+        now = _now()
+        record = {
+            "endpoint": endpoint,
+            "name": name,
+            "properties": properties,
+            "sku": {"name": (document.get("sku") or {}).get("name") or "Default", "capacity": capacity},
+            "tags": document.get("tags") or {},
+            "state": "Failed",
+            "createdAt": existing["createdAt"] if existing else now,
+            "modifiedAt": now,
+        }
+        context.store.put(KIND, _key(endpoint, name), record)
+        headers = operations.finished(
+            context,
+            online_endpoints.resource_url(context, endpoint, name),
+            error={"code": NOT_RUNNING_CODE, "message": not_running(endpoint, name)},
+        )
+        state = "Updating" if existing else "Creating"
+        return json_response(200 if existing else 201, body(context, record, state), headers)
+
+    def _delete(request: Request) -> Response:
+        endpoint = _endpoint(request)
+        name = request.params["name"]
+        find(context, endpoint["name"], name)
+        for field in ("traffic", "mirrorTraffic"):
+            if (endpoint.get(field) or {}).get(name):
+                raise ApiError(
+                    400,
+                    "BadArgument",
+                    f"deployment {name} of endpoint {endpoint['name']} has {endpoint[field][name]}% {field}; "
+                    "move that traffic to another deployment (or to 0) before deleting it",
+                )
+        context.store.delete(KIND, _key(endpoint["name"], name))
+        url = online_endpoints.resource_url(context, endpoint["name"], name)
+        return Response(202, b"", operations.result_location(context, operations.finished(context, url)))
+
+    def _logs(request: Request) -> Response:
+        endpoint = _endpoint(request)["name"]
+        name = request.params["name"]
+        find(context, endpoint, name)
+        document = request.json() if request.body else {}
+        container = (document or {}).get("containerType") or "InferenceServer"
+        if str(container).lower() not in LOG_CONTAINERS:
+            raise ApiError(
+                400, "BadArgument", f"containerType {container!r}: give {' or '.join(LOG_CONTAINERS.values())}"
+            )
+        lines = [
+            f"azure-dl local workspace service: no {LOG_CONTAINERS[str(container).lower()]} container ran.",
+            not_running(endpoint, name),
+        ]
+        tail = (document or {}).get("tail")
+        if isinstance(tail, int) and tail >= 0:
+            lines = lines[-tail:] if tail else []
+        return json_response(200, {"content": "\n".join(lines) + ("\n" if lines else "")})
+
+    router.add("GET", ROUTE, authenticated(context, _list))
+    router.add("GET", ROUTE + "/{name}", authenticated(context, _get))
+    router.add("PUT", ROUTE + "/{name}", authenticated(context, _put))
+    router.add("DELETE", ROUTE + "/{name}", authenticated(context, _delete))
+    router.add("POST", ROUTE + "/{name}/getLogs", authenticated(context, _logs))
