@@ -23,6 +23,7 @@ from azure_dl.workspace_service import (
     datastores,
     environments,
     identity,
+    jobs,
     metadata,
     tls,
     workspaces,
@@ -135,7 +136,7 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments):
+        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments, jobs):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)
@@ -169,6 +170,8 @@ class WorkspaceService:
     def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.connection_file.unlink()
+        if self.context is not None:
+            jobs.shutdown(self.context)  # running jobs end Canceled, their process groups stopped
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
