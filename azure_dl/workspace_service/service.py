@@ -27,6 +27,7 @@ from azure_dl.workspace_service import (
     environments,
     faults,
     identity,
+    jobs,
     metadata,
     models,
     online_deployments,
@@ -170,6 +171,7 @@ class WorkspaceService:
             components,
             computes,
             usages,
+            jobs,
             models,
             operations,
             online_endpoints,
@@ -210,6 +212,8 @@ class WorkspaceService:
     def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.connection_file.unlink()
+        if self.context is not None:
+            jobs.shutdown(self.context)  # running jobs end Canceled, their process groups stopped
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
