@@ -24,6 +24,7 @@ from azure_dl.workspace_service import (
     environments,
     identity,
     metadata,
+    mlflow_front,
     tls,
     workspaces,
 )
@@ -135,7 +136,7 @@ class WorkspaceService:
             identity_secret=secrets.token_urlsafe(24),
             signing_key=_signing_key(self.data_dir),
         )
-        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments):
+        for family in (metadata, identity, workspaces, datastores, blobs, codes, environments, mlflow_front):
             family.register(server.router, context)
         self._server, self.context = server, context
         self._thread = threading.Thread(target=server.serve_forever, name="workspace-service", daemon=True)
@@ -154,6 +155,9 @@ class WorkspaceService:
             "AZURE_SUBSCRIPTION_ID": context.subscription_id,
             "AZURE_RESOURCE_GROUP": context.resource_group,
             "AZUREML_WORKSPACE_NAME": context.workspace,
+            # azureml-mlflow reads the cloud by this name only (else it asks management.azure.com, and checks
+            # artifact URLs against Azure's storage suffix); azure-ai-ml resolves it from the metadata URL.
+            "AZUREML_CURRENT_CLOUD": metadata.CLOUD_NAME,
             "REQUESTS_CA_BUNDLE": str(bundle),
             # urllib / aiohttp / msal paths that bypass requests read this one.
             "SSL_CERT_FILE": str(bundle),
@@ -176,6 +180,10 @@ class WorkspaceService:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self.context is not None:
+            for helper in reversed(list(self.context.helpers.values())):
+                helper.stop()
+            self.context.helpers.clear()
 
     def __enter__(self) -> WorkspaceService:
         self.start()
