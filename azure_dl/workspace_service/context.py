@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from azure_dl.workspace_service.store import Store
 
@@ -21,6 +22,9 @@ class ServiceContext:
     store: Store
     identity_secret: str  # the X-IDENTITY-HEADER value clients must send to the token endpoint
     signing_key: bytes  # signs the tokens the service hands out and checks on ARM calls
+    # Long-lived helpers a family starts (name -> object with stop(), e.g. "mlflow"); WorkspaceService.stop()
+    # stops them, last started first. Other families reach them here (mlflow_front.tracking(context)).
+    helpers: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def host(self) -> str:

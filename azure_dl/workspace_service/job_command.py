@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from azure_dl.workspace_service.context import ServiceContext
+from azure_dl.workspace_service.http import ApiError
 
 LITERAL_TYPES = ("literal", "integer", "number", "string", "boolean")
 _DATASTORE_URI = re.compile(r"^azureml://(?:subscriptions/.+?/)?datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
@@ -116,3 +117,37 @@ def render(context: ServiceContext, job: str, properties: dict[str, Any]) -> str
             r"^\s*python\s", f"python -m torch.distributed.run --nproc-per-node {count} --standalone ", command
         )
     return command
+
+
+def output_uris(context: ServiceContext, name: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """The REST `outputs` of job `name`: the default (its artifact folder) and each named output's URI."""
+    outputs: dict[str, Any] = {
+        "default": {
+            "description": None,
+            "uri": f"azureml://datastores/workspaceartifactstore/ExperimentRun/dcid.{name}",
+            "assetName": None,
+            "mode": "ReadWriteMount",
+            "jobOutputType": "uri_folder",
+        }
+    }
+    for output, spec in (properties.get("outputs") or {}).items():
+        if output != "default" and spec is not None:
+            outputs[output] = {
+                "description": spec.get("description"),
+                "uri": spec.get("uri") or f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/{output}/",
+                "assetName": spec.get("assetName"),
+                "mode": spec.get("mode", "ReadWriteMount"),
+                "jobOutputType": spec.get("jobOutputType", "uri_folder"),
+            }
+    return outputs
+
+
+def check_compute(context: ServiceContext, job: str, compute: str | None) -> None:
+    """A 400 when the job names a compute this workspace does not have (no compute: serverless, runs here)."""
+    if not compute:
+        return
+    compute_name = str(compute).rstrip("/").rsplit("/", 1)[-1]
+    if context.store.get("computes", compute_name) is None:
+        raise ApiError(
+            400, "UserError", f"job {job}: the compute {compute_name!r} does not exist in this local workspace"
+        )

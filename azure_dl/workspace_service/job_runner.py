@@ -114,6 +114,11 @@ class JobRunner:
             timer.daemon = True
             timer.start()
 
+    def is_canceled(self, name: str) -> bool:
+        """Whether `name` was canceled (or the service is stopping): parent jobs poll this."""
+        with self._lock:
+            return self._stopping or name in self._canceled
+
     def stop(self) -> None:
         self._stopping = True
         with self._lock:
@@ -165,7 +170,7 @@ class JobRunner:
             self._finish(name, "Failed", {"code": "UserError", "message": str(exc)})
             return
         env = self._environment(name, record, job_dir)
-        log = _LogWriter(self.blobs, f"{artifact_prefix(name)}/{LOG_NAME}")
+        log = LogWriter(self.blobs, f"{artifact_prefix(name)}/{LOG_NAME}")
         process = subprocess.Popen(
             ["bash", "-c", command],
             cwd=workdir,
@@ -253,7 +258,7 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
             os.killpg(process.pid, signum)
 
 
-class _LogWriter:
+class LogWriter:
     """The job's log as one blob, rewritten at most every _LOG_FLUSH_S (each write keeps its metadata valid)."""
 
     def __init__(self, blobs: BlobStore, blob: str) -> None:

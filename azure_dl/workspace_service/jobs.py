@@ -11,18 +11,21 @@ user_logs/ there through the blob routes and polls runs/{id}/details for the sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from azure_dl.workspace_service import mlflow_front, parent_jobs, tls
 from azure_dl.workspace_service.context import PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
-from azure_dl.workspace_service.job_runner import KIND, TERMINAL, JobRunner, artifact_prefix, now
+from azure_dl.workspace_service.job_command import check_compute, output_uris
+from azure_dl.workspace_service.job_runner import KIND, TERMINAL, JobRunner, now
+from azure_dl.workspace_service.parent_jobs import PARENT_TYPES
 from azure_dl.workspace_service.workspaces import check_scope
 
 SCOPE = "/subscriptions/{subscription}/resourceGroups/{group}/providers/" + PROVIDER + "/workspaces/{workspace}"
 HISTORY = "/history/v1.0" + SCOPE
-SUPPORTED_TYPES = ("Command",)
-NOT_YET = ("Sweep", "Pipeline")
+SUPPORTED_TYPES = ("Command", *PARENT_TYPES)
 # Fields Azure refuses to change on an existing job (a PUT of the same name with other values is a 400). codeId
 # is left out: a retried create_or_update re-resolves the snapshot and may name another code of the same content.
 IMMUTABLE = ("jobType", "command", "environmentId", "computeId", "inputs", "distribution")
@@ -40,84 +43,70 @@ def shutdown(context: ServiceContext) -> None:
         runner.stop()
 
 
-def _outputs(context: ServiceContext, name: str, properties: dict[str, Any]) -> dict[str, Any]:
-    outputs: dict[str, Any] = {
-        "default": {
-            "description": None,
-            "uri": f"azureml://datastores/workspaceartifactstore/{artifact_prefix(name)}",
-            "assetName": None,
-            "mode": "ReadWriteMount",
-            "jobOutputType": "uri_folder",
-        }
-    }
-    for output, spec in (properties.get("outputs") or {}).items():
-        if output != "default" and spec is not None:
-            outputs[output] = {
-                "description": spec.get("description"),
-                "uri": spec.get("uri") or f"azureml://datastores/workspaceblobstore/paths/azureml/{name}/{output}/",
-                "assetName": spec.get("assetName"),
-                "mode": spec.get("mode", "ReadWriteMount"),
-                "jobOutputType": spec.get("jobOutputType", "uri_folder"),
-            }
-    return outputs
-
-
 def body(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
     name, properties = record["name"], record["properties"]
     studio = f"https://ml.azure.com/runs/{name}?wsid={context.workspace_id}"
-    return {
-        "id": f"{context.workspace_id}/jobs/{name}",
-        "name": name,
-        "type": f"{PROVIDER}/workspaces/jobs",
-        "properties": {
-            "description": properties.get("description"),
-            "tags": properties.get("tags") or {},
-            "properties": {"_azureml.ComputeTargetType": "local", **(properties.get("properties") or {})},
-            "parentJobName": None,
-            "displayName": properties.get("displayName") or name,
-            "status": record["status"],
-            "experimentName": properties.get("experimentName") or "Default",
-            "services": {
-                "Tracking": {"jobServiceType": "Tracking", "endpoint": f"azureml://{context.host}/mlflow/v1.0"},
-                "Studio": {"jobServiceType": "Studio", "endpoint": studio},
-            },
-            "computeId": properties.get("computeId"),
-            "isArchived": bool(properties.get("isArchived", False)),
-            "identity": properties.get("identity") or {"identityType": "AMLToken"},
-            "componentId": None,
-            "notificationSetting": None,
-            "jobType": properties["jobType"],
+    common: dict[str, Any] = {
+        "description": properties.get("description"),
+        "tags": properties.get("tags") or {},
+        "properties": {"_azureml.ComputeTargetType": "local", **(properties.get("properties") or {})},
+        "parentJobName": record.get("parent"),
+        "displayName": properties.get("displayName") or name,
+        "status": record["status"],
+        "experimentName": properties.get("experimentName") or "Default",
+        "services": {
+            "Tracking": {"jobServiceType": "Tracking", "endpoint": f"azureml://{context.host}/mlflow/v1.0"},
+            "Studio": {"jobServiceType": "Studio", "endpoint": studio},
+        },
+        "computeId": properties.get("computeId"),
+        "isArchived": bool(properties.get("isArchived", False)),
+        "identity": properties.get("identity") or {"identityType": "AMLToken"},
+        "componentId": None,
+        "notificationSetting": None,
+        "jobType": properties["jobType"],
+    }
+    if properties["jobType"] in PARENT_TYPES:
+        # A sweep or pipeline answers what it was sent (trial, objective, search space, jobs, settings ...).
+        specific = {key: value for key, value in properties.items() if key not in common}
+        outputs = dict(properties.get("outputs") or {})
+        outputs["default"] = output_uris(context, name, {})["default"]
+        specific.update(inputs=properties.get("inputs") or {}, outputs=outputs)
+    else:
+        specific = {
             "resources": properties.get("resources") or {"instanceCount": 1, "shmSize": "2g"},
             "codeId": properties.get("codeId"),
             "command": properties.get("command"),
             "environmentId": properties.get("environmentId"),
             "inputs": properties.get("inputs") or {},
-            "outputs": _outputs(context, name, properties),
+            "outputs": output_uris(context, name, properties),
             "distribution": properties.get("distribution"),
             "limits": properties.get("limits"),
             "environmentVariables": properties.get("environmentVariables") or {},
             "parameters": {},
             "queueSettings": properties.get("queueSettings") or {"jobTier": "Standard"},
-        },
+        }
+    return {
+        "id": f"{context.workspace_id}/jobs/{name}",
+        "name": name,
+        "type": f"{PROVIDER}/workspaces/jobs",
+        "properties": {**common, **specific},
         "systemData": {"createdAt": record["createdAt"], "createdBy": "azure-dl", "createdByType": "User"},
     }
 
 
 def _check_new(context: ServiceContext, name: str, properties: dict[str, Any]) -> None:
     job_type = properties.get("jobType")
-    if job_type in NOT_YET:
-        raise ApiError(501, "NotImplemented", f"job {name}: {job_type} jobs are not run by the local workspace yet")
     if job_type not in SUPPORTED_TYPES:
-        raise ApiError(400, "UserError", f"job {name}: jobType {job_type!r} is not supported locally (Command is)")
-    if not properties.get("command"):
+        raise ApiError(
+            400,
+            "UserError",
+            f"job {name}: jobType {job_type!r} is not supported locally (Command, Sweep, Pipeline are)",
+        )
+    if job_type in PARENT_TYPES:
+        parent_jobs.check(context, name, properties)
+    elif not properties.get("command"):
         raise ApiError(400, "UserError", f"job {name}: a command job needs properties.command")
-    compute = properties.get("computeId")
-    if compute:
-        compute_name = str(compute).rstrip("/").rsplit("/", 1)[-1]
-        if context.store.get("computes", compute_name) is None:
-            raise ApiError(
-                400, "UserError", f"job {name}: the compute {compute_name!r} does not exist in this local workspace"
-            )
+    check_compute(context, name, properties.get("computeId"))
 
 
 def _same(value: Any) -> Any:
@@ -148,8 +137,53 @@ def _run_details(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _child_run(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
+    """A child job as run history's Run (what `jobs.list(parent_job_name=...)` reads)."""
+    properties = record["properties"]
+    compute = str(properties.get("computeId") or "").rstrip("/").rsplit("/", 1)[-1] or None
+    return {
+        **_run_details(record),
+        "parentRunId": record.get("parent"),
+        "rootRunId": record.get("parent"),
+        "displayName": properties.get("displayName") or record["name"],
+        "description": properties.get("description"),
+        "experimentId": properties.get("experimentName") or "Default",
+        "createdUtc": record["createdAt"],
+        "tags": properties.get("tags") or {},
+        "properties": properties.get("properties") or {},
+        "compute": {"target": compute} if compute else None,
+        "target": compute,
+    }
+
+
+# A job's run ends in MLflow with the job (unless the script ended it itself).
+_MLFLOW_STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED"}
+
+
+def _job_environment(context: ServiceContext) -> Callable[[str, str], dict[str, str]]:
+    def environment(job_name: str, experiment_name: str) -> dict[str, str]:
+        # MLflow inside the job logs to the service over HTTPS: the job trusts the service's CA whatever the
+        # shell that started the service had (connection.env's bundle: certifi's roots plus that CA).
+        bundle = str(tls.bundle_path(context.data_dir / "tls"))
+        return {
+            **mlflow_front.job_environment(context, job_name, experiment_name),
+            "REQUESTS_CA_BUNDLE": bundle,
+            "SSL_CERT_FILE": bundle,
+        }
+
+    return environment
+
+
+def _finish_mlflow_run(context: ServiceContext) -> Callable[[str, str], None]:
+    def finished(job_name: str, status: str) -> None:
+        if status in _MLFLOW_STATUS:
+            mlflow_front.finish_job_run(context, job_name, _MLFLOW_STATUS[status])
+
+    return finished
+
+
 def register(router: Router, context: ServiceContext) -> None:
-    runner = JobRunner(context)
+    runner = JobRunner(context, extra_environment=_job_environment(context), on_finished=_finish_mlflow_run(context))
     _RUNNERS[str(context.data_dir)] = runner
 
     def _put(request: Request) -> Response:
@@ -174,7 +208,10 @@ def register(router: Router, context: ServiceContext) -> None:
         _check_new(context, name, properties)
         record = {"name": name, "properties": properties, "status": "Queued", "createdAt": now(), "error": None}
         context.store.put(KIND, name, record)
-        runner.submit(name)
+        if properties["jobType"] in PARENT_TYPES:
+            parent_jobs.start(context, runner, name)
+        else:
+            runner.submit(name)
         return json_response(201, body(context, record))
 
     def _get(request: Request) -> Response:
@@ -183,7 +220,8 @@ def register(router: Router, context: ServiceContext) -> None:
     def _list(request: Request) -> Response:
         check_scope(context, request)
         view = request.query.get("listViewType", "ActiveOnly")
-        records = context.store.list(KIND)
+        # Trials and steps are listed under their parent (runs/{parent}/children), as Azure ML lists them.
+        records = [r for r in context.store.list(KIND) if not r.get("parent")]
         if view == "ActiveOnly":
             records = [r for r in records if not r["properties"].get("isArchived")]
         elif view == "ArchivedOnly":
@@ -223,6 +261,17 @@ def register(router: Router, context: ServiceContext) -> None:
         metadata = {**_run_details(record), "experimentId": None, "outputs": {}, "inputs": {}}
         return json_response(200, {"runMetadata": metadata, "runDefinition": None, "jobSpecification": None})
 
+    def _children(request: Request) -> Response:
+        check_scope(context, request)
+        parent = request.params["run"]
+        if context.store.get(KIND, parent) is None:
+            raise not_found("run", parent)
+        runs = [_child_run(context, record) for record in parent_jobs.children_of(context, parent)]
+        top = request.query.get("$top")
+        if top and top.isdigit():
+            runs = runs[: int(top)]
+        return json_response(200, {"value": runs, "nextLink": None, "continuationToken": None})
+
     route = SCOPE + "/jobs"
     router.add("GET", route, authenticated(context, _list))
     router.add("PUT", route + "/{name}", authenticated(context, _put))
@@ -231,3 +280,4 @@ def register(router: Router, context: ServiceContext) -> None:
     router.add("GET", route + "/{name}/cancelStatus", authenticated(context, _cancel_status))
     router.add("GET", HISTORY + "/runs/{run}/details", authenticated(context, _details))
     router.add("POST", HISTORY + "/rundata", authenticated(context, _run_data))
+    router.add("GET", HISTORY + "/runs/{run}/children", authenticated(context, _children))
