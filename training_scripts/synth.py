@@ -53,6 +53,14 @@ class SynthSummary:
         return data
 
 
+def _write_manifest(out: Path, summary: SynthSummary) -> None:
+    # Without the folder's own path: the same parameters give the same bytes wherever they are written, so an
+    # upload of the set is content-addressed to the same place and Azure ML (and the local service) reuse the
+    # pipeline steps that read it.
+    manifest = {key: value for key, value in summary.to_dict().items() if key != "path"}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
 def class_counts(classes: Sequence[str], largest: int, imbalance: float) -> dict[str, int]:
     """The first class gets `largest` samples, the last `largest / imbalance`, the ones between geometrically."""
     if largest < 1:
@@ -251,7 +259,7 @@ def synth_images(
 
     params = {"image_size": image_size, "imbalance": imbalance, "seed": seed, "mode": mode, "per_class": per_class}
     summary = SynthSummary(kind="images", path=out, counts=counts, corrupt=corrupt, params=params)
-    (out / MANIFEST).write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    _write_manifest(out, summary)
     return summary
 
 

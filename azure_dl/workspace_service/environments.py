@@ -22,6 +22,8 @@ from azure_dl.workspace_service.workspaces import check_scope
 KIND = "environments"
 CURATED_PREFIX = "AzureML-"
 CURATED_CREATED_AT = "2021-12-15T01:34:25.555093+00:00"  # a fixed time, so curated bodies are stable
+# What makes an environment version what it is: a PUT of an existing version that changes one is a 409.
+DEFINING = ("image", "build", "condaFile", "osType", "inferenceConfig")
 ROUTE = (
     "/subscriptions/{subscription}/resourceGroups/{group}/providers/"
     + PROVIDER
@@ -123,6 +125,17 @@ def register(router: Router, context: ServiceContext) -> None:
             raise ApiError(400, "UserError", f"environment {name}:{version}: the body needs properties.image or .build")
         now = datetime.now(UTC).isoformat()
         existing = context.store.get(KIND, _key(name, version))
+        if existing is not None:
+            changed = [key for key in DEFINING if existing["properties"].get(key) != properties.get(key)]
+            if changed:
+                # Versions are immutable in Azure ML: the SDK, creating one without a version, PUTs the latest
+                # version first and takes this 409 as "make the next one".
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f"environment {name}:{version} already exists with a different {', '.join(changed)}; "
+                    "versions cannot change: create a new version",
+                )
         record = {
             "name": name,
             "version": version,
@@ -141,6 +154,30 @@ def register(router: Router, context: ServiceContext) -> None:
             records = records[: int(top)]
         return json_response(200, {"value": [body(context, record) for record in records]})
 
+    def _get_container(request: Request) -> Response:
+        check_scope(context, request)
+        name = request.params["name"]
+        versions = [record for record in context.store.list(KIND) if record["name"] == name]
+        if not versions:
+            raise not_found("environment", name)
+        numbers = [int(record["version"]) for record in versions if str(record["version"]).isdigit()]
+        latest = max(versions, key=lambda record: record["createdAt"])
+        container = {
+            "id": f"{context.workspace_id}/environments/{name}",
+            "name": name,
+            "type": f"{PROVIDER}/workspaces/environments",
+            "properties": {
+                "description": None,
+                "tags": {},
+                "properties": {},
+                "isArchived": False,
+                "latestVersion": latest["version"],
+                "nextVersion": str(max(numbers, default=0) + 1),
+            },
+        }
+        return json_response(200, container)
+
+    router.add("GET", ROUTE.removesuffix("/versions"), authenticated(context, _get_container))
     router.add("GET", ROUTE, authenticated(context, _list))
     router.add("GET", ROUTE + "/{version}", authenticated(context, _get))
     router.add("PUT", ROUTE + "/{version}", authenticated(context, _put))

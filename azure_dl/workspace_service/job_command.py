@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 from azure_dl.workspace_service.context import ServiceContext
 from azure_dl.workspace_service.http import ApiError
 
+# Outputs that are a folder the job writes (a model output is registered from its folder by the parent pipeline).
+FOLDER_OUTPUT_TYPES = ("uri_folder", "custom_model", "mlflow_model", "triton_model")
 LITERAL_TYPES = ("literal", "integer", "number", "string", "boolean")
 _DATASTORE_URI = re.compile(r"^azureml://(?:subscriptions/.+?/)?datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
 _DATA_ASSET = re.compile(r"^azureml:(?:/subscriptions/.+?/data/)?(?P<name>[^/:]+)(?:/versions/|:)(?P<version>[^/]+)$")
@@ -79,7 +81,7 @@ def _input_value(context: ServiceContext, spec: dict[str, Any]) -> str:
     kind = str(spec.get("jobInputType", "")).lower()
     if kind in LITERAL_TYPES:
         return str(spec.get("value"))
-    if kind in ("uri_file", "uri_folder", "mltable"):
+    if kind in ("uri_file", "uri_folder", "mltable", *FOLDER_OUTPUT_TYPES):
         return str(resolve_uri(context, str(spec.get("uri"))))
     raise JobSetupError(f"input type {spec.get('jobInputType')!r} is not supported by the local runner")
 
@@ -93,8 +95,11 @@ def render(context: ServiceContext, job: str, properties: dict[str, Any]) -> str
     for name, spec in (properties.get("outputs") or {}).items():
         if name == "default" or spec is None:
             continue
-        if str(spec.get("jobOutputType", "uri_folder")).lower() != "uri_folder":
-            raise JobSetupError(f"output {name}: only uri_folder outputs are supported locally")
+        if str(spec.get("jobOutputType", "uri_folder")).lower() not in FOLDER_OUTPUT_TYPES:
+            raise JobSetupError(
+                f"output {name}: {spec.get('jobOutputType')} outputs are not supported locally "
+                f"({', '.join(FOLDER_OUTPUT_TYPES)} are)"
+            )
         folder = output_folder(context, job, name)
         folder.mkdir(parents=True, exist_ok=True)
         values[("outputs", name)] = str(folder)

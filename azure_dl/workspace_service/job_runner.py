@@ -265,19 +265,19 @@ class LogWriter:
         self.blobs, self.blob = blobs, blob
         self._data = bytearray()
         self._last = 0.0
-        self._flush()
+        self.flush()
 
     def write(self, chunk: bytes) -> None:
         self._data.extend(chunk)
         if time.monotonic() - self._last >= _LOG_FLUSH_S:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self.blobs.put(ARTIFACT_CONTAINER, self.blob, bytes(self._data), "text/plain; charset=utf-8", {})
         self._last = time.monotonic()
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
 
     def text(self) -> str:
         return self._data.decode(errors="replace")

@@ -131,6 +131,8 @@ def _run(context: ServiceContext, runner: JobRunner, name: str) -> None:
 
     def log(line: str) -> None:
         log_writer.write(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} {line}\n".encode())
+        # A parent logs a few lines: each is written at once, so the last is there when the status turns final.
+        log_writer.flush()
 
     def cancelled() -> bool:
         return runner.is_canceled(name)

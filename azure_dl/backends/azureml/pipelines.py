@@ -9,6 +9,7 @@ cluster the steps name is checked (exists, right size, quota) or, with `ensure_c
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from azure_dl.backends.azureml.client import job_studio_url, sdk_errors
 from azure_dl.backends.azureml.data_refs import check_data_assets
 from azure_dl.backends.azureml.preflight import preflight
 from azure_dl.cluster_needs import ClusterNeeds
-from azure_dl.errors import SpecError
+from azure_dl.errors import AzureDLError, SpecError
 from azure_dl.workspace import WorkspaceSettings
 
 
@@ -63,7 +64,13 @@ def submit_pipeline_yaml(
     print(f"Studio: {url}")
     status = jobs.status_text(created)
     if stream:
-        jobs.stream_job(client, created.name)
+        try:
+            jobs.stream_job(client, created.name)
+        except AzureDLError:
+            # A failed pipeline still shows which steps ran, were reused, failed or never started.
+            with contextlib.suppress(AzureDLError):
+                report_steps(client, created.name)
+            raise
         with sdk_errors(f"read pipeline job {created.name}"):
             status = jobs.status_text(client.jobs.get(created.name))
         print(f"pipeline {created.name}: {status}")
