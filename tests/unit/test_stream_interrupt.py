@@ -33,7 +33,9 @@ def _client_streaming_with_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> Any:
     def _stream(_name: str) -> None:
         _job_ops_helper.stream_logs_until_completion(runs, job, None, requests_pipeline=_Pipeline())
 
-    return SimpleNamespace(jobs=SimpleNamespace(stream=_stream), workspace_name="ws")
+    # jobs.get answers the job as running: `stream_job` streams only jobs that have not ended.
+    running = SimpleNamespace(name="job-1", status="Running")
+    return SimpleNamespace(jobs=SimpleNamespace(stream=_stream, get=lambda _name: running), workspace_name="ws")
 
 
 def test_the_sdk_raises_its_own_error_from_the_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:

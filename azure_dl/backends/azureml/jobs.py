@@ -373,6 +373,17 @@ def stream_job(ml_client: Any, name: str) -> None:
     """Print the job's logs until it ends (the SDK's own streaming); a failed job raises AzureDLError."""
     from azure.ai.ml.exceptions import JobException
 
+    with sdk_errors(f"read job {name}"):
+        status = status_text(ml_client.jobs.get(name))
+    if _is_terminal(status):
+        # The SDK's stream prints logs only while a job runs: for one that has ended it would print nothing.
+        print_saved_logs(ml_client, name)
+        if status.lower() != "completed":
+            raise AzureDLError(
+                f"job {name} did not complete: it ended {status}",
+                hint=f"see the log above, or `azure-dl jobs show {name}`",
+            )
+        return
     try:
         with sdk_errors(f"follow the logs of job {name}"):
             try:
@@ -389,6 +400,28 @@ def stream_job(ml_client: Any, name: str) -> None:
     except KeyboardInterrupt:
         _note(f"stopped following the logs; job {name} keeps running (cancel it with `azure-dl jobs cancel {name}`)")
         raise
+
+
+# The logs a job's default output holds, as Azure ML names them: a command job's (user_logs/std_log*.txt, or the
+# legacy azureml-logs/*.txt), a pipeline's logs/azureml/executionlogs.txt, a sweep's azureml-logs/hyperdrive.txt.
+_LOG_FILES = ("user_logs/std_log*.txt", "azureml-logs/*.txt", "logs/azureml/executionlogs.txt")
+
+
+def print_saved_logs(ml_client: Any, name: str) -> int:
+    """Print the logs a finished job left in its artifacts; return how many log files were printed."""
+    with tempfile.TemporaryDirectory(prefix="azure-dl-logs-") as staging:
+        with sdk_errors(f"download the logs of job {name}"):
+            ml_client.jobs.download(name, download_path=staging)
+        printed = 0
+        for folder in sorted(path for path in Path(staging).iterdir() if path.is_dir()):  # artifacts/, hd-artifacts/
+            for pattern in _LOG_FILES:
+                for log in sorted(folder.glob(pattern)):
+                    print(f"{log.relative_to(folder).as_posix()}\n{'=' * len(log.relative_to(folder).as_posix())}")
+                    print(log.read_text(encoding="utf-8", errors="replace"))
+                    printed += 1
+    if not printed:
+        _note(f"job {name} left no log files in its artifacts")
+    return printed
 
 
 def cancel_job(ml_client: Any, name: str) -> str:
