@@ -156,3 +156,48 @@ def test_cli_pipeline_runs_and_a_second_run_reuses_every_unchanged_step(
     for step in ("prepare", "train", "evaluate"):
         assert re.search(rf"│ {step}\s+│ Completed\s+│ reused", second), second
     assert _model_versions(workspace_service, "azure-dl-resnet") == registered + 1
+
+
+PLAIN_SDK_SCRIPT = """\
+import os, sys, uuid
+from azure.ai.ml import MLClient, load_job
+from azure.identity import DefaultAzureCredential
+
+ml_client = MLClient(
+    DefaultAzureCredential(),
+    os.environ["AZURE_SUBSCRIPTION_ID"],
+    os.environ["AZURE_RESOURCE_GROUP"],
+    os.environ["AZUREML_WORKSPACE_NAME"],
+)
+job = load_job(sys.argv[1])
+job.name = "hello-world-" + uuid.uuid4().hex[:8]
+created = ml_client.jobs.create_or_update(job)
+ml_client.jobs.stream(created.name)
+status = ml_client.jobs.get(created.name).status
+print("final status:", getattr(status, "value", status))
+"""
+
+
+def test_a_plain_sdk_script_submits_the_sample_command_yaml_and_streams_it(
+    connection: dict[str, str], ml_client, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    from azure.ai.ml.entities import AmlCompute
+
+    ml_client.compute.begin_create_or_update(AmlCompute(name="cpu-cluster", size=CPU, max_instances=1)).result()
+    script = tmp_path / "submit.py"  # no azure-dl import: what a user's own SDK v2 code does
+    script.write_text(PLAIN_SDK_SCRIPT)
+    finished = subprocess.run(
+        [sys.executable, str(script), str(EXAMPLES / "command" / "hello-world.yml")],
+        env={**os.environ, **connection},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert re.search(r"^hello world$", finished.stdout, re.M), finished.stdout  # the job's log, streamed as it ran
+    assert "final status: Completed" in finished.stdout
