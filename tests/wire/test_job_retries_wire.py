@@ -1,4 +1,4 @@
-"""A job PUT whose answer is lost: the client's retry reaches the same job name, and one job runs, not two."""
+"""A job PUT that fails (answer lost, or 503): the client's retry reaches the same job name; one job runs, once."""
 
 from __future__ import annotations
 
@@ -18,7 +18,15 @@ def _train_jobs(service: WorkspaceService) -> set[str]:
     return {record["name"] for record in service.context.store.list(KIND) if record["name"].startswith("azure-dl-own")}
 
 
-def test_a_dropped_job_put_is_retried_into_one_job(
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param({"drop": True}, id="answer-dropped"),  # created, then the connection closed unanswered
+        pytest.param({"status": 503, "retry_after": 0.2}, id="503"),  # refused before it was processed
+    ],
+)
+def test_a_failed_job_put_is_retried_into_one_job(
+    fault: dict[str, object],
     connection,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -30,8 +38,7 @@ def test_a_dropped_job_put_is_retried_into_one_job(
     runs = tmp_path / "runs.txt"  # outside the job's folder: every run of the job appends a line
     (tmp_path / "own.py").write_text(f"open({str(runs)!r}, 'a').write('ran\\n')\n")
     before = _train_jobs(workspace_service)
-    # The service creates the job, then closes the connection without answering (a lost response).
-    rule = faults.add("PUT", r"/jobs/azure-dl-own-[^/]+$", drop=True)
+    rule = faults.add("PUT", r"/jobs/azure-dl-own-[^/]+$", **fault)  # type: ignore[arg-type]
     code = main(["submit", "own.py", "--vm-size", "Standard_DS3_v2", "--ensure-compute", "--out", "run"])
     out, err = capsys.readouterr()
     assert code == 0, err
