@@ -201,3 +201,36 @@ def test_a_plain_sdk_script_submits_the_sample_command_yaml_and_streams_it(
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert re.search(r"^hello world$", finished.stdout, re.M), finished.stdout  # the job's log, streamed as it ran
     assert "final status: Completed" in finished.stdout
+
+
+def test_canceling_a_sweep_stops_its_running_trials(connection, ml_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from azure.ai.ml import command
+    from azure.ai.ml.sweep import Choice
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "slow.py").write_text(
+        "import time, sys\nprint('trial', sys.argv[1], flush=True)\ntime.sleep(60)\n"
+    )
+    trial = command(
+        code=str(tmp_path / "src"),
+        command="python slow.py ${{inputs.x}}",
+        inputs={"x": 1},
+        environment="azureml:AzureML-sklearn-1.5:1",
+    )
+    sweep = trial(x=Choice([1, 2])).sweep(
+        sampling_algorithm="grid", primary_metric="loss", goal="minimize", compute=None
+    )
+    sweep.set_limits(max_total_trials=2, max_concurrent_trials=2)
+    sweep.name = f"slow-sweep-{uuid.uuid4().hex[:8]}"
+    ml_client.jobs.create_or_update(sweep)
+    deadline = time.monotonic() + 30
+    while not any(str(t.status) == "Running" for t in ml_client.jobs.list(parent_job_name=sweep.name)):
+        assert time.monotonic() < deadline, "no trial started"
+        time.sleep(0.3)
+
+    ml_client.jobs.begin_cancel(sweep.name).result()
+    assert _wait(ml_client, sweep.name, timeout=20) == "Canceled"
+    deadline = time.monotonic() + 15  # SIGTERM reaches each trial's process group
+    while {str(t.status) for t in ml_client.jobs.list(parent_job_name=sweep.name)} != {"Canceled"}:
+        assert time.monotonic() < deadline, "a trial kept running after its sweep was canceled"
+        time.sleep(0.3)
