@@ -120,9 +120,25 @@ def test_list_and_a_second_put_of_the_same_name_start_nothing(
     assert name in [listed.name for listed in ml_client.jobs.list()]
 
 
-def test_unknown_compute_and_sweep_jobs_are_refused(ml_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_compute_is_refused(ml_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from azure.core.exceptions import HttpResponseError
 
     job = _command(code=str(_code(tmp_path, "print(1)\n")), command="python main.py", compute="no-such-cluster")
     with pytest.raises(HttpResponseError, match="no-such-cluster"):
         ml_client.jobs.create_or_update(job, skip_validation=True)
+
+
+def test_a_job_left_running_by_a_stopped_service_is_failed_on_the_next_start(tmp_path: Path) -> None:
+    from azure_dl.workspace_service.store import Store
+
+    # What a killed service leaves behind: a job recorded as Running whose process died with it.
+    Store(tmp_path / "state").put(
+        KIND,
+        "orphan",
+        {"name": "orphan", "properties": {"jobType": "Command"}, "status": "Running", "createdAt": "2026-01-01"},
+    )
+    with WorkspaceService(tmp_path) as service:
+        assert service.context is not None
+        record = service.context.store.get(KIND, "orphan")
+    assert record is not None and record["status"] == "Failed"  # never stuck Running
+    assert record["error"]["code"] == "ServiceStopped" and record["endTime"]
