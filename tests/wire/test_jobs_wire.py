@@ -34,9 +34,10 @@ def _command(**kwargs):  # type: ignore[no-untyped-def]
 def _wait(ml_client, name: str, timeout: float = 20.0) -> str:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = ml_client.jobs.get(name).status
+        job_status = ml_client.jobs.get(name).status
+        status = str(getattr(job_status, "value", job_status))  # some entities answer a JobStatus enum
         if status in ("Completed", "Failed", "Canceled"):
-            return str(status)
+            return status
         time.sleep(0.2)
     raise AssertionError(f"job {name} still {status} after {timeout}s")
 
@@ -142,3 +143,25 @@ def test_a_job_left_running_by_a_stopped_service_is_failed_on_the_next_start(tmp
         record = service.context.store.get(KIND, "orphan")
     assert record is not None and record["status"] == "Failed"  # never stuck Running
     assert record["error"]["code"] == "ServiceStopped" and record["endTime"]
+
+
+def test_a_pytorch_distribution_runs_its_processes_under_torchrun(ml_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    script = (
+        "import os, sys\n"
+        "with open(os.path.join(sys.argv[1], f\"rank{os.environ['RANK']}.txt\"), 'w') as f:\n"
+        "    f.write(os.environ['WORLD_SIZE'])\n"
+    )
+    from azure.ai.ml import Output
+
+    job = _command(
+        code=str(_code(tmp_path, script)),
+        command="python main.py ${{outputs.ranks}}",
+        outputs={"ranks": Output(type="uri_folder")},
+        distribution={"type": "pytorch", "process_count_per_instance": 2},
+    )
+    ml_client.jobs.create_or_update(job)
+    assert _wait(ml_client, job.name, timeout=60) == "Completed"
+    ml_client.jobs.download(job.name, download_path=str(tmp_path / "got"), output_name="ranks")
+    ranks = sorted(p.name for p in (tmp_path / "got" / "named-outputs" / "ranks").iterdir())
+    assert ranks == ["rank0.txt", "rank1.txt"]  # two processes, one per rank, as torchrun starts them
+    assert (tmp_path / "got" / "named-outputs" / "ranks" / "rank1.txt").read_text() == "2"
