@@ -131,6 +131,12 @@ def test_cli_sweep_runs_and_reports_the_best_trial(
     assert record is not None and record["properties"]["properties"]["best_child_run_id"] == best.group(1)
     assert f"register it: azure-dl register --sweep {sweep}" in out
 
+    # ... and registering it takes the best trial's model output (gate first), as the report said.
+    assert main(["register", "--sweep", sweep, "--name", "sentiment-best"]) == 0, capsys.readouterr().err
+    registered = capsys.readouterr().out
+    assert f"azureml://jobs/{best.group(1)}/outputs/model" in registered
+    assert "Deploy it: azure-dl deploy sentiment-best:1" in registered
+
 
 def _model_versions(service: WorkspaceService, name: str) -> int:
     assert service.context is not None
