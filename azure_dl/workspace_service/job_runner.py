@@ -33,6 +33,11 @@ ARTIFACT_CONTAINER = "azureml"  # the workspaceartifactstore's container (datast
 TERMINAL = ("Completed", "Failed", "Canceled")
 LOG_NAME = "user_logs/std_log.txt"
 DEFAULT_CONCURRENCY = 2
+# A job a client submitted stays Queued at least this long. The SDK's `jobs.stream` prints logs only from inside
+# its poll loop, which it enters only if the job has not ended at its first status read, right after the PUT: on
+# Azure a job is always still queued then (provisioning takes minutes), here a short job could already be done and
+# its log would never be shown. Child jobs (trials, steps) do not wait: nobody streams them.
+MIN_QUEUED_S = 1.0
 CANCEL_GRACE_S = 5.0
 _LOG_FLUSH_S = 0.3
 
@@ -71,6 +76,7 @@ class JobRunner:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._canceled: set[str] = set()
+        self._not_before: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stopping = False
         self._workers = [
@@ -101,7 +107,11 @@ class JobRunner:
                 self.context.store.put(KIND, record["name"], record)
 
     # -- public ------------------------------------------------------------------------------------------------
-    def submit(self, name: str) -> None:
+    def submit(self, name: str, *, min_queued_s: float = 0.0) -> None:
+        """Queue job `name`; it starts no sooner than `min_queued_s` from now (see MIN_QUEUED_S)."""
+        if min_queued_s > 0:
+            with self._lock:
+                self._not_before[name] = time.monotonic() + min_queued_s
         self._queue.put(name)
 
     def cancel(self, name: str) -> None:
@@ -154,6 +164,10 @@ class JobRunner:
             self.on_finished(name, status)
 
     def _run(self, name: str) -> None:
+        with self._lock:
+            not_before = self._not_before.pop(name, 0.0)
+        if (wait := not_before - time.monotonic()) > 0:
+            time.sleep(wait)
         if name in self._canceled:
             self._finish(name, "Canceled", None)
             return

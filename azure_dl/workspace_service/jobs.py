@@ -19,7 +19,7 @@ from azure_dl.workspace_service.context import PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
 from azure_dl.workspace_service.job_command import check_compute, output_uris
-from azure_dl.workspace_service.job_runner import KIND, TERMINAL, JobRunner, now
+from azure_dl.workspace_service.job_runner import KIND, MIN_QUEUED_S, TERMINAL, JobRunner, now
 from azure_dl.workspace_service.parent_jobs import PARENT_TYPES
 from azure_dl.workspace_service.workspaces import check_scope
 
@@ -211,7 +211,7 @@ def register(router: Router, context: ServiceContext) -> None:
         if properties["jobType"] in PARENT_TYPES:
             parent_jobs.start(context, runner, name)
         else:
-            runner.submit(name)
+            runner.submit(name, min_queued_s=MIN_QUEUED_S)
         return json_response(201, body(context, record))
 
     def _get(request: Request) -> Response:

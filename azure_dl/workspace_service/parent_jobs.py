@@ -13,6 +13,7 @@ registered as model versions when it completes, as Azure ML does.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,7 @@ from azure_dl.workspace_service import mlflow_front, models, pipeline_graph, pip
 from azure_dl.workspace_service.child_jobs import TERMINAL
 from azure_dl.workspace_service.context import ServiceContext
 from azure_dl.workspace_service.job_command import check_compute, output_uris
-from azure_dl.workspace_service.job_runner import KIND, JobRunner, LogWriter, artifact_prefix, now
+from azure_dl.workspace_service.job_runner import KIND, MIN_QUEUED_S, JobRunner, LogWriter, artifact_prefix, now
 
 PARENT_TYPES = ("Sweep", "Pipeline")
 LOG_NAMES = {"Pipeline": "logs/azureml/executionlogs.txt", "Sweep": "azureml-logs/hyperdrive.txt"}
@@ -124,6 +125,7 @@ def start(context: ServiceContext, runner: JobRunner, name: str) -> threading.Th
 
 
 def _run(context: ServiceContext, runner: JobRunner, name: str) -> None:
+    time.sleep(MIN_QUEUED_S)  # Queued for a moment, as a submitted command job is (job_runner.MIN_QUEUED_S)
     record = runner.update(name, status="Running", startTime=now())
     properties = record["properties"]
     job_type = properties["jobType"]
