@@ -1,5 +1,6 @@
-"""`azure-dl endpoint show|traffic|rollback|delete`: inspect a managed online endpoint, move or restore its traffic
-split, and delete a deployment or the whole endpoint (which stops its billing). Keys are never shown."""
+"""`azure-dl endpoint show|traffic|rollback|delete|metrics`: inspect a managed online endpoint, move or restore its
+traffic split, delete a deployment or the whole endpoint (which stops its billing), and read its Azure Monitor
+metrics. Keys are never shown."""
 
 from __future__ import annotations
 
@@ -47,7 +48,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation (default: ask)")
     delete.set_defaults(handler=_delete)
 
-    for action in (show, traffic, rollback, delete):
+    metrics = actions.add_parser(
+        "metrics",
+        help="Azure Monitor platform metrics: requests, latency percentiles, status classes, CPU, memory, instances",
+        description=(
+            "Reads the endpoint's and its deployments' platform metrics (names as Azure Monitor lists them, e.g. "
+            "RequestsPerMinute, RequestLatency_P99, CpuUtilizationPercentage) over --since and prints them; a "
+            "metric without samples shows 0."
+        ),
+    )
+    metrics.add_argument("name", metavar="E", help="endpoint name")
+    metrics.add_argument("--deployment", metavar="D", help="only this deployment's requests and resources")
+    metrics.add_argument("--since", default="1h", metavar="WINDOW", help="how far back: 30m, 1h, 2d (default: 1h)")
+    metrics.add_argument("--png", metavar="FILE", help="also plot requests and P50/P99 latency to FILE")
+    metrics.set_defaults(handler=_metrics)
+
+    for action in (show, traffic, rollback, delete, metrics):
         add_workspace_arguments(action)
     parser.set_defaults(handler=show_help(parser))
 
@@ -142,4 +158,31 @@ def _delete(args: argparse.Namespace) -> int:
     else:
         delete_endpoint(ml_client, args.name)
     print(f"Deleted {what}")
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from azure_dl.backends.azureml.monitor import read_metrics
+    from azure_dl.console import note, print_table
+    from azure_dl.endpoint_spec import check_name
+    from azure_dl.monitor_metrics import TABLE_COLUMNS, parse_since, table_rows
+
+    check_name(args.name, "endpoint")
+    window = parse_since(args.since)
+    result = read_metrics(
+        workspace_client(args), args.name, deployment=args.deployment, window=window, plot=bool(args.png)
+    )
+    for line in result.notes:
+        note(line)
+    if result.rows:
+        print_table(
+            f"Endpoint {args.name}: Azure Monitor metrics, last {args.since}", TABLE_COLUMNS, table_rows(result.rows)
+        )
+    if args.png and result.traffic:
+        from azure_dl.metrics_plot import plot_traffic
+
+        written = plot_traffic(result.traffic, f"{args.name}: last {args.since}", Path(args.png))
+        print(f"Plot: {written}")
     return 0

@@ -24,6 +24,7 @@ from azure_dl.workspace_service import (
     computes,
     data_assets,
     datastores,
+    endpoint_metrics,
     environments,
     faults,
     identity,
@@ -175,6 +176,7 @@ class WorkspaceService:
             online_endpoints,
             online_deployments,
             scoring,
+            endpoint_metrics,
         )
         for family in families:
             family.register(server.router, context)
