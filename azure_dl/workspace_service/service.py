@@ -18,6 +18,7 @@ from types import FrameType
 
 from azure_dl.errors import ConfigError
 from azure_dl.workspace_service import (
+    autoscale,
     blobs,
     codes,
     components,
@@ -177,6 +178,7 @@ class WorkspaceService:
             online_deployments,
             scoring,
             endpoint_metrics,
+            autoscale,
         )
         for family in families:
             family.register(server.router, context)

@@ -132,3 +132,52 @@ def test_the_metrics_route_refuses_an_unknown_metric_naming_the_valid_ones(ml_cl
     endpoint = ml_client.online_endpoints.get(ENDPOINT)
     with pytest.raises(HttpResponseError, match="Valid metrics: RequestsPerMinute"):
         monitor_client(ml_client).metrics.list(arm_path(endpoint.id), metricnames="NotAMetric")
+
+
+def test_an_autoscale_setting_round_trips_through_the_cli(
+    ml_client, endpoint_with_blue, workspace_service: WorkspaceService, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    from azure_dl.backends.azureml.monitor import monitor_client
+
+    verb = ["endpoint", "autoscale", ENDPOINT, "--deployment", "blue"]
+    assert main([*verb, "--show"]) == 1
+    assert "has no autoscale setting" in capsys.readouterr().out
+    assert main([*verb, "--min", "1", "--max", "3", "--cpu", "70"]) == 0
+    out = capsys.readouterr().out
+    assert "min 1, max 3, default 1" in out
+    assert "CpuUtilizationPercentage Average over 5m GreaterThan 70 -> +1" in out
+    assert "LessThan 35 -> -1" in out
+
+    group = ml_client.resource_group_name
+    setting = monitor_client(ml_client).autoscale_settings.get(group, f"{ENDPOINT}-blue-autoscale")
+    blue = ml_client.online_deployments.get("blue", ENDPOINT)
+    assert setting.target_resource_uri == blue.id and setting.enabled
+    assert (setting.profiles[0].capacity.minimum, setting.profiles[0].capacity.maximum) == ("1", "3")
+    assert setting.predictive_autoscale_policy.scale_mode == "Disabled"
+
+    assert main([*verb, "--min", "2", "--max", "4", "--cpu", "60", "--scale-in-below", "20"]) == 0
+    assert "min 2, max 4, default 2" in capsys.readouterr().out
+    assert main([*verb, "--show"]) == 0
+    assert "LessThan 20 -> -1" in capsys.readouterr().out
+
+    # A second setting on the same deployment is refused by the service, naming the first.
+    setting.name = None
+    from azure.core.exceptions import HttpResponseError
+
+    with pytest.raises(HttpResponseError, match=f"{ENDPOINT}-blue-autoscale already targets"):
+        monitor_client(ml_client).autoscale_settings.create_or_update(group, "another", setting)
+    setting.target_resource_uri = blue.id.replace("/blue", "/nope")
+    with pytest.raises(HttpResponseError, match="has no deployment nope"):
+        monitor_client(ml_client).autoscale_settings.create_or_update(group, "another", setting)
+
+    assert main([*verb, "--delete"]) == 0
+    assert "Deleted autoscale setting" in capsys.readouterr().out
+    assert main([*verb, "--show"]) == 1
+
+
+def test_autoscale_flags_are_checked_before_any_call(ml_client, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    verb = ["endpoint", "autoscale", ENDPOINT, "--deployment", "blue"]
+    assert main([*verb, "--min", "3", "--max", "2", "--cpu", "70"]) != 0
+    assert "1 <= min <= max" in capsys.readouterr().err
+    assert main([*verb, "--min", "1", "--max", "2"]) != 0
+    assert "needs --min, --max and --cpu" in capsys.readouterr().err
