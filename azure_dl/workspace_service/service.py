@@ -29,6 +29,7 @@ from azure_dl.workspace_service import (
     environments,
     faults,
     identity,
+    kubernetes_computes,
     metadata,
     models,
     online_deployments,
@@ -179,6 +180,7 @@ class WorkspaceService:
             scoring,
             endpoint_metrics,
             autoscale,
+            kubernetes_computes,
         )
         for family in families:
             family.register(server.router, context)

@@ -26,14 +26,16 @@ from azure_dl.monitor_metrics import (
 )
 
 MONITOR_INSTALL_HINT = "pip install azure-mgmt-monitor (or reinstall azure-dl with its pinned dependencies)"
-# What Azure Monitor gives a Kubernetes online endpoint: its platform metrics are those of managed endpoints
-# only; a Kubernetes endpoint's traffic and its pods' CPU/memory are the cluster's own metrics (Container
-# insights / managed Prometheus on the AKS or Arc cluster), not Azure ML resource metrics.
+# What Azure Monitor gives a Kubernetes online endpoint: Microsoft Learn documents the online-endpoint platform
+# metrics (RequestsPerMinute, RequestLatency_P*, CpuUtilizationPercentage, DeploymentCapacity, ...) for managed
+# online endpoints; a Kubernetes endpoint's requests go through the Azure ML extension's inference router on the
+# cluster and its pods run on the cluster's nodes, so their numbers are the cluster's own monitoring (Container
+# insights, Azure Monitor managed Prometheus), which is not read through an Azure ML resource id.
 KUBERNETES_NOTE = (
-    "endpoint {name} runs on Kubernetes compute {compute}: Azure Monitor's online-endpoint platform metrics "
-    "(RequestsPerMinute, RequestLatency_P*, CpuUtilizationPercentage, ...) are emitted for managed online "
-    "endpoints only. Read this endpoint's requests and its pods' CPU/memory from the cluster's own monitoring "
-    "(Container insights or Azure Monitor managed Prometheus on the AKS/Arc cluster)."
+    "endpoint {name} runs on Kubernetes compute {compute}: Azure Monitor's online-endpoint platform metrics are "
+    "documented for managed online endpoints, so none are read for it. Its requests pass the Azure ML "
+    "extension's inference router on the cluster and its pods' CPU/memory are the cluster's: read them from the "
+    "cluster's own monitoring (Container insights or Azure Monitor managed Prometheus on the AKS/Arc cluster)."
 )
 
 

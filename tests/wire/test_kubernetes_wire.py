@@ -1,0 +1,112 @@
+"""Kubernetes compute against the local service: `compute attach-k8s` checks the Azure ML extension (printing the
+install command when it is missing), attaches a cluster declared in DIR/kubernetes.toml, `compute instance-types`
+lists its instance types, and the service refuses what Azure would (an undeclared cluster, a missing extension)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from azure_dl.cli.main import main
+from azure_dl.workspace_service.service import WorkspaceService
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",
+    "ignore::marshmallow.warnings.RemovedInMarshmallow4Warning",
+)
+
+GROUP = "/subscriptions/11111111-0000-0000-0000-000000000000/resourceGroups/aks-rg/providers"
+READY = f"{GROUP}/Microsoft.ContainerService/managedClusters/aks-ready"
+BARE = f"{GROUP}/Microsoft.Kubernetes/connectedClusters/arc-bare"
+UNKNOWN = f"{GROUP}/Microsoft.ContainerService/managedClusters/aks-unknown"
+CLUSTERS = f"""
+[[cluster]]
+id = "{READY}"
+azureml_extension = true
+default_instance_type = "cpu-small"
+[cluster.instance_types.cpu-small]
+requests = {{ cpu = "1", memory = "4Gi" }}
+limits = {{ cpu = "2", memory = "4Gi" }}
+[cluster.instance_types.gpu]
+requests = {{ cpu = "4", memory = "16Gi", "nvidia.com/gpu" = 1 }}
+limits = {{ cpu = "4", memory = "16Gi", "nvidia.com/gpu" = 1 }}
+node_selector = {{ agentpool = "gpu" }}
+
+[[cluster]]
+id = "{BARE}"
+"""
+
+
+@pytest.fixture()
+def ml_client(connection: dict[str, str], module_ml_client):  # type: ignore[no-untyped-def]
+    return module_ml_client
+
+
+@pytest.fixture()
+def kubernetes_file(workspace_service: WorkspaceService) -> Iterator[Path]:
+    path = workspace_service.data_dir / "kubernetes.toml"
+    path.write_text(CLUSTERS)
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_attach_checks_the_extension_attaches_and_lists_instance_types(
+    ml_client, kubernetes_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    assert main(["compute", "attach-k8s", "arc-k8s", "--resource-id", BARE]) != 0
+    err = capsys.readouterr().err
+    assert "does not have the Azure ML extension" in err
+    assert "az k8s-extension create --name azureml --extension-type Microsoft.AzureML.Kubernetes" in err
+    assert "--cluster-type connectedClusters --cluster-name arc-bare --resource-group aks-rg" in err
+
+    assert main(["compute", "attach-k8s", "nope-k8s", "--resource-id", UNKNOWN]) != 0
+    assert f"cluster {UNKNOWN} was not found" in capsys.readouterr().err
+    assert main(["compute", "attach-k8s", "bad-k8s", "--resource-id", "/subscriptions/x/aks"]) != 0
+    assert "is not an AKS or Arc cluster" in capsys.readouterr().err
+
+    assert main(["compute", "attach-k8s", "aks-ready", "--resource-id", READY, "--namespace", "ml"]) == 0
+    out = capsys.readouterr().out
+    assert f"Attached cluster {READY} as Kubernetes compute aks-ready (namespace ml)" in out
+    assert "cpu-small (default)" in out and "nvidia.com/gpu=1" in out and "agentpool=gpu" in out
+
+    compute = ml_client.compute.get("aks-ready")
+    assert (compute.type, compute.resource_id, compute.namespace) == ("kubernetes", READY, "ml")
+    assert "aks-ready" in [c.name for c in ml_client.compute.list()]
+
+    assert main(["compute", "instance-types", "aks-ready"]) == 0
+    assert "cpu=1, memory=4Gi" in capsys.readouterr().out
+    try:
+        ml_client.compute.begin_delete("aks-ready").result()  # detaches; the cluster stays declared
+    finally:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with pytest.raises(ResourceNotFoundError):
+            ml_client.compute.get("aks-ready")
+
+
+def test_the_service_refuses_an_undeclared_cluster_and_a_missing_extension_by_name(
+    ml_client, kubernetes_file: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from azure.ai.ml.entities import KubernetesCompute
+    from azure.core.exceptions import HttpResponseError
+
+    with pytest.raises(HttpResponseError, match="does not have the Azure ML extension") as caught:
+        ml_client.compute.begin_attach(KubernetesCompute(name="arc-bare", resource_id=BARE)).result()
+    assert caught.value.status_code == 400
+    with pytest.raises(HttpResponseError, match=f"cluster {UNKNOWN} is not attachable here"):
+        ml_client.compute.begin_attach(KubernetesCompute(name="aks-unknown", resource_id=UNKNOWN)).result()
+
+
+def test_instance_types_of_an_amlcompute_cluster_name_its_type(ml_client, capsys) -> None:  # type: ignore[no-untyped-def]
+    from azure.ai.ml.entities import AmlCompute
+
+    ml_client.compute.begin_create_or_update(
+        AmlCompute(name="k8s-not", size="Standard_DS3_v2", max_instances=1)
+    ).result()
+    try:
+        assert main(["compute", "instance-types", "k8s-not"]) != 0
+        assert "is amlcompute, not Kubernetes" in capsys.readouterr().err
+    finally:
+        ml_client.compute.begin_delete("k8s-not").result()
