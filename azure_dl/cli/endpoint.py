@@ -69,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Creates or replaces the deployment's Azure Monitor autoscale setting (ENDPOINT-DEPLOYMENT-autoscale): "
             "one more instance when average CPU over 5 minutes is above --cpu, one fewer below --scale-in-below "
-            "(default: half of --cpu). --show prints it, --delete removes it (the deployment keeps its count)."
+            "(default: half of --cpu). --show prints it, --delete removes it (the deployment keeps its count). "
+            "On a Kubernetes deployment it sets the deployment's target-utilization scale settings instead."
         ),
     )
     autoscale.add_argument("name", metavar="E", help="endpoint name")
@@ -234,17 +235,14 @@ def _autoscale(args: argparse.Namespace) -> int:
     ml_client = workspace_client(args)
     title = f"Autoscale of deployment {args.deployment} (endpoint {args.name})"
     if wanted is not None:
-        print_key_values(
-            title, autoscale.describe(autoscale.set_autoscale(ml_client, args.name, args.deployment, wanted))
-        )
+        print_key_values(title, autoscale.set_autoscale(ml_client, args.name, args.deployment, wanted))
         return 0
-    setting = autoscale.show_autoscale(ml_client, args.name, args.deployment)
-    if setting is None:
+    rows = autoscale.show_autoscale(ml_client, args.name, args.deployment)
+    if rows is None:
         print(f"Deployment {args.deployment} of endpoint {args.name} has no autoscale setting.")
         return 0 if args.delete else 1
     if args.delete:
-        autoscale.delete_autoscale(ml_client, args.name, args.deployment)
-        print(f"Deleted autoscale setting {setting.name}; the deployment keeps its current instance count.")
+        print(autoscale.delete_autoscale(ml_client, args.name, args.deployment))
         return 0
-    print_key_values(title, autoscale.describe(setting))
+    print_key_values(title, rows)
     return 0

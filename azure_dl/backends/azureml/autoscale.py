@@ -5,6 +5,11 @@ endpoints in Azure Machine Learning": a setting targeting the deployment, rules 
 The setting is named ENDPOINT-DEPLOYMENT-autoscale and holds one profile: minimum/maximum instances, default =
 the deployment's instance count kept within them, a scale-out rule (average CPU over 5 minutes above --cpu: one
 more instance, 5 minutes cooldown) and a scale-in rule (below the scale-in threshold: one fewer).
+
+A Kubernetes online deployment is not scaled by Azure Monitor: its own scale settings do it (`scale_settings:
+target_utilization`, the Azure ML extension's autoscaler on the cluster), so on one the same verb sets
+min/max instances and the target CPU utilization there, --show reads them and --delete goes back to the fixed
+instance count (scale type default).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from azure_dl.errors import AzureDLError, SpecError
 
 CPU_METRIC = "CpuUtilizationPercentage"
 WINDOW = timedelta(minutes=5)  # the rules' averaging window and cooldown (the documented example's)
+KUBERNETES_POLLING_S = 10  # how often the cluster's autoscaler reads utilization (Azure ML's default)
 MAX_INSTANCES = 50  # what this verb accepts; Azure's own limit is the subscription's quota
 
 
@@ -98,19 +104,81 @@ def _deployment(ml_client: Any, endpoint: str, deployment: str) -> Any:
             raise AzureDLError(f"endpoint {endpoint} has no deployment {deployment}") from None
 
 
-def set_autoscale(ml_client: Any, endpoint: str, deployment: str, wanted: AutoscaleRequest) -> Any:
-    """Create or replace the deployment's autoscale setting; returns the setting as Azure answered it."""
+def is_kubernetes(deployment: Any) -> bool:
+    return str(getattr(deployment, "type", "")).lower() == "kubernetes"
+
+
+def _kubernetes_rows(deployment: Any) -> list[tuple[str, str]]:
+    scale = deployment.scale_settings
+    kind = str(getattr(scale, "type", "default")).lower()
+    rows = [("scaled by", "the deployment's own scale settings (Kubernetes: not Azure Monitor)")]
+    if kind == "target_utilization":
+        rows.append(
+            (
+                "instances",
+                f"min {scale.min_instances}, max {scale.max_instances}, "
+                f"target CPU {scale.target_utilization_percentage}% (polled every {scale.polling_interval} s)",
+            )
+        )
+    else:
+        rows.append(("instances", f"fixed at {deployment.instance_count} (scale type default)"))
+    return rows
+
+
+def _update_kubernetes(ml_client: Any, found: Any, scale: Any) -> Any:
+    found.scale_settings = scale
+    with sdk_errors(f"update the scale settings of deployment {found.name}"):
+        ml_client.online_deployments.begin_create_or_update(found).result()
+    return found
+
+
+def set_autoscale(ml_client: Any, endpoint: str, deployment: str, wanted: AutoscaleRequest) -> list[tuple[str, str]]:
+    """Create or replace the deployment's autoscale setting (Kubernetes: its scale settings); what now holds."""
     found = _deployment(ml_client, endpoint, deployment)
+    if is_kubernetes(found):
+        from azure.ai.ml.entities import TargetUtilizationScaleSettings
+
+        scale = TargetUtilizationScaleSettings(
+            min_instances=wanted.minimum,
+            max_instances=wanted.maximum,
+            target_utilization_percentage=wanted.cpu,
+            polling_interval=KUBERNETES_POLLING_S,
+        )
+        return _kubernetes_rows(_update_kubernetes(ml_client, found, scale))
     location = getattr(ml_client.online_endpoints.get(endpoint), "location", None) or "local"
     setting = build_setting(location, found.id, int(found.instance_count or 1), wanted)
     with sdk_errors(f"set the autoscale setting of deployment {deployment}"):
-        return monitor_client(ml_client).autoscale_settings.create_or_update(
+        answered = monitor_client(ml_client).autoscale_settings.create_or_update(
             ml_client.resource_group_name, setting_name(endpoint, deployment), setting
         )
+    return describe(answered)
 
 
-def show_autoscale(ml_client: Any, endpoint: str, deployment: str) -> Any | None:
-    """The deployment's autoscale setting, or None when it has none."""
+def show_autoscale(ml_client: Any, endpoint: str, deployment: str) -> list[tuple[str, str]] | None:
+    """What scales the deployment, or None when nothing does (no setting; Kubernetes: a fixed count)."""
+    found = _deployment(ml_client, endpoint, deployment)
+    if is_kubernetes(found):
+        scaled = str(getattr(found.scale_settings, "type", "default")).lower() == "target_utilization"
+        return _kubernetes_rows(found) if scaled else None
+    setting = _setting(ml_client, endpoint, deployment)
+    return describe(setting) if setting is not None else None
+
+
+def delete_autoscale(ml_client: Any, endpoint: str, deployment: str) -> str:
+    """Stop autoscaling the deployment (it keeps its current instance count); what was done."""
+    found = _deployment(ml_client, endpoint, deployment)
+    if is_kubernetes(found):
+        from azure.ai.ml.entities import DefaultScaleSettings
+
+        _update_kubernetes(ml_client, found, DefaultScaleSettings())
+        return f"Deployment {deployment} is back to a fixed {found.instance_count} instance(s) (scale type default)."
+    name = setting_name(endpoint, deployment)
+    with sdk_errors(f"delete the autoscale setting of deployment {deployment}"):
+        monitor_client(ml_client).autoscale_settings.delete(ml_client.resource_group_name, name)
+    return f"Deleted autoscale setting {name}; the deployment keeps its current instance count."
+
+
+def _setting(ml_client: Any, endpoint: str, deployment: str) -> Any | None:
     from azure.core.exceptions import ResourceNotFoundError
 
     with sdk_errors(f"read the autoscale setting of deployment {deployment}"):
@@ -120,13 +188,6 @@ def show_autoscale(ml_client: Any, endpoint: str, deployment: str) -> Any | None
             )
         except ResourceNotFoundError:
             return None
-
-
-def delete_autoscale(ml_client: Any, endpoint: str, deployment: str) -> None:
-    with sdk_errors(f"delete the autoscale setting of deployment {deployment}"):
-        monitor_client(ml_client).autoscale_settings.delete(
-            ml_client.resource_group_name, setting_name(endpoint, deployment)
-        )
 
 
 def _text(value: Any) -> str:
