@@ -3,7 +3,9 @@ an endpoint names `properties.compute` or a deployment says `endpointComputeType
 
 A Kubernetes endpoint runs on an attached Kubernetes compute (kubernetes_computes.py); its compute cannot change
 once created. A Kubernetes deployment belongs to a Kubernetes endpoint (and a managed one to a managed endpoint),
-names one of its compute's instance types (none: the compute's defaultInstanceType, as Azure ML picks), and
+names one of its compute's instance types (none: the compute's defaultInstanceType, as Azure ML picks), takes its
+containerResourceRequirements from that instance type when it sends none (the SDK cannot read a Kubernetes
+deployment without them), and
 scales by `scaleSettings`: Default, or TargetUtilization with 1 <= minInstances <= maxInstances and a
 targetUtilizationPercentage of 1-100 (what `endpoint autoscale` sets on Kubernetes). Each violation is a 400 that
 names the value. Past these checks a Kubernetes deployment is recorded, and served, as a managed one is.
@@ -76,7 +78,23 @@ def checked_deployment(
             raise _bad(f"{where}: targetUtilizationPercentage {target} is not 1-100")
     elif scale_type.lower() != "default":
         raise _bad(f"{where}: scaleSettings.scaleType {scale_type!r} is not Default or TargetUtilization")
-    return {**properties, "instanceType": instance_type, "scaleSettings": scale}
+    resources = properties.get("containerResourceRequirements")
+    if not resources:
+        of_type = types[instance_type].get("resources") or {}
+
+        def _set(values: dict[str, Any] | None) -> dict[str, Any]:
+            return {key: value for key, value in (values or {}).items() if value is not None}
+
+        resources = {
+            "containerResourceRequests": _set(of_type.get("requests")),
+            "containerResourceLimits": _set(of_type.get("limits")),
+        }
+    return {
+        **properties,
+        "instanceType": instance_type,
+        "scaleSettings": scale,
+        "containerResourceRequirements": resources,
+    }
 
 
 def check_managed_deployment(endpoint: dict[str, Any], name: str) -> None:

@@ -110,3 +110,97 @@ def test_instance_types_of_an_amlcompute_cluster_name_its_type(ml_client, capsys
         assert "is amlcompute, not Kubernetes" in capsys.readouterr().err
     finally:
         ml_client.compute.begin_delete("k8s-not").result()
+
+
+def _kubernetes_deployment(tmp_path: Path, model: str, instance_type: str):  # type: ignore[no-untyped-def]
+    from azure.ai.ml.entities import CodeConfiguration, Environment, KubernetesOnlineDeployment
+
+    (tmp_path / "code").mkdir(exist_ok=True)
+    (tmp_path / "code" / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
+    (tmp_path / "conda.yml").write_text("name: score\ndependencies:\n  - python=3.11\n")
+    return KubernetesOnlineDeployment(
+        name="blue",
+        endpoint_name="k8s-ep",
+        model=model,
+        code_configuration=CodeConfiguration(code=str(tmp_path / "code"), scoring_script="score.py"),
+        environment=Environment(
+            image="mcr.microsoft.com/azureml/minimal-py311-inference:latest", conda_file=str(tmp_path / "conda.yml")
+        ),
+        instance_type=instance_type,
+        instance_count=1,
+    )
+
+
+def _put_or_not_running(poller_call) -> None:  # type: ignore[no-untyped-def]
+    """A deployment PUT: it succeeds where deployments run, else its operation fails saying it is not running."""
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        poller_call().result()
+    except HttpResponseError as exc:
+        assert "not running" in str(exc)
+
+
+def test_a_kubernetes_endpoint_its_deployment_autoscale_and_metrics(
+    ml_client, kubernetes_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    from azure.ai.ml.entities import KubernetesCompute, KubernetesOnlineEndpoint, Model
+    from azure.core.exceptions import HttpResponseError
+
+    from azure_dl.backends.azureml.monitor import monitor_client
+
+    ml_client.compute.begin_attach(KubernetesCompute(name="aks-serve", resource_id=READY)).result()
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.bin").write_text("k8s model")
+    model = ml_client.models.create_or_update(Model(name="k8s-model", path=str(tmp_path / "model")))
+    reference = f"azureml:{model.name}:{model.version}"
+    endpoint = ml_client.online_endpoints.begin_create_or_update(
+        KubernetesOnlineEndpoint(name="k8s-ep", compute="aks-serve", auth_mode="key")
+    ).result()
+    try:
+        assert endpoint.compute.endswith("/computes/aks-serve")
+        with pytest.raises(HttpResponseError, match="'cpu-large' is not one of compute aks-serve's: cpu-small, gpu"):
+            ml_client.online_deployments.begin_create_or_update(
+                _kubernetes_deployment(tmp_path, reference, "cpu-large")
+            )
+        _put_or_not_running(
+            lambda: ml_client.online_deployments.begin_create_or_update(
+                _kubernetes_deployment(tmp_path, reference, "gpu")
+            )
+        )
+        blue = ml_client.online_deployments.get("blue", "k8s-ep")
+        assert (blue.type.lower(), blue.instance_type) == ("kubernetes", "gpu")
+
+        assert main(["endpoint", "metrics", "k8s-ep"]) == 0
+        err = capsys.readouterr().err
+        assert "runs on Kubernetes compute aks-serve" in err and "cluster's own monitoring" in err
+
+        code = main(
+            ["endpoint", "autoscale", "k8s-ep", "--deployment", "blue", "--min", "1", "--max", "3", "--cpu", "70"]
+        )
+        assert code == 0 or "not running" in capsys.readouterr().err
+        scale = ml_client.online_deployments.get("blue", "k8s-ep").scale_settings
+        assert (scale.type, scale.min_instances, scale.max_instances, scale.target_utilization_percentage) == (
+            "target_utilization",
+            1,
+            3,
+            70,
+        )
+        assert main(["endpoint", "autoscale", "k8s-ep", "--deployment", "blue", "--show"]) == 0
+        assert "min 1, max 3, target CPU 70%" in capsys.readouterr().out
+
+        # Azure Monitor autoscale does not scale a Kubernetes deployment: the service says what does.
+        from azure.mgmt.monitor.models import AutoscaleProfile, AutoscaleSettingResource, ScaleCapacity
+
+        setting = AutoscaleSettingResource(
+            location="local",
+            target_resource_uri=blue.id,
+            profiles=[
+                AutoscaleProfile(name="p", capacity=ScaleCapacity(minimum="1", maximum="2", default="1"), rules=[])
+            ],
+        )
+        with pytest.raises(HttpResponseError, match="runs on Kubernetes"):
+            monitor_client(ml_client).autoscale_settings.create_or_update(ml_client.resource_group_name, "k8s", setting)
+    finally:
+        ml_client.online_endpoints.begin_delete("k8s-ep").result()
+        ml_client.compute.begin_delete("aks-serve").result()
