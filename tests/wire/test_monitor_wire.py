@@ -127,11 +127,11 @@ def test_metrics_of_an_unknown_deployment_or_a_bad_window_are_clear_errors(
 def test_the_metrics_route_refuses_an_unknown_metric_naming_the_valid_ones(ml_client, endpoint_with_blue) -> None:  # type: ignore[no-untyped-def]
     from azure.core.exceptions import HttpResponseError
 
-    from azure_dl.backends.azureml.monitor import arm_path, monitor_client
+    from azure_dl.backends.azureml.monitor import monitor_client
 
     endpoint = ml_client.online_endpoints.get(ENDPOINT)
     with pytest.raises(HttpResponseError, match="Valid metrics: RequestsPerMinute"):
-        monitor_client(ml_client).metrics.list(arm_path(endpoint.id), metricnames="NotAMetric")
+        monitor_client(ml_client).metrics.list(endpoint.id, metricnames="NotAMetric")
 
 
 def test_an_autoscale_setting_round_trips_through_the_cli(

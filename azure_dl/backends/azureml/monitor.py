@@ -58,12 +58,6 @@ def monitor_client(ml_client: Any) -> Any:
     )
 
 
-def arm_path(resource_id: str) -> str:
-    # azure-mgmt-monitor puts the resource id after a '/' of its own ("/{resourceUri}/providers/..."):
-    # an id with its leading '/' would give '//subscriptions/...'.
-    return resource_id.lstrip("/")
-
-
 @dataclass
 class EndpointMetrics:
     """What `endpoint metrics` prints: summary rows, the per-interval answers for a plot, and notes."""
@@ -80,7 +74,7 @@ def _names(metrics: tuple[monitor_metrics.MetricDef, ...]) -> str:
 
 def _list(client: Any, resource_id: str, names: str, span: str, interval: str, filter_: str | None) -> dict[str, Any]:
     answer = client.metrics.list(
-        arm_path(resource_id),
+        resource_id,
         timespan=span,
         interval=interval,
         metricnames=names,
