@@ -113,8 +113,10 @@ def parse_since(text: str) -> timedelta:
 
 
 def timespan(window: timedelta, now: datetime | None = None) -> str:
-    """The `timespan` query value: 'START/END' in UTC, ending now."""
-    end = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    """The `timespan` query value: 'START/END' in UTC, ending now (rounded up to the second, so that what was
+    recorded in the current second is inside it)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    end = moment.replace(microsecond=0) + (timedelta(seconds=1) if moment.microsecond else timedelta(0))
     start = end - window
     return f"{start.strftime('%Y-%m-%dT%H:%M:%SZ')}/{end.strftime('%Y-%m-%dT%H:%M:%SZ')}"
 

@@ -52,7 +52,8 @@ def test_since_refuses_what_is_not_a_window_azure_keeps(text: str) -> None:
 
 def test_timespan_ends_now_in_utc() -> None:
     now = datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
-    assert monitor_metrics.timespan(timedelta(hours=1), now) == "2026-01-02T02:04:05Z/2026-01-02T03:04:05Z"
+    assert monitor_metrics.timespan(timedelta(hours=1), now) == "2026-01-02T02:04:06Z/2026-01-02T03:04:06Z"
+    assert monitor_metrics.timespan(timedelta(hours=1), now.replace(microsecond=0)).endswith("T03:04:05Z")
     assert monitor_metrics.plot_interval(timedelta(hours=1)) == "PT1M"
     assert monitor_metrics.plot_interval(timedelta(days=2)) == "PT30M"
 
