@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from azure_dl.cli.main import main
-from azure_dl.workspace_service.service import WorkspaceService, read_connection_file
+from azure_dl.workspace_service.service import WorkspaceService
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",
@@ -24,9 +24,10 @@ def ml_client(connection: dict[str, str], module_ml_client):  # type: ignore[no-
     return module_ml_client
 
 
-@pytest.fixture(scope="module")
-def endpoint_with_blue(module_ml_client, workspace_service: WorkspaceService, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """Endpoint monitor-ep (key auth) with deployment blue taking all traffic; returns (scoring URI, key)."""
+@pytest.fixture()
+def endpoint_with_blue(ml_client, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Endpoint monitor-ep (key auth) with deployment blue taking all traffic, made once per service (the first
+    test that asks); returns (scoring URI, key). Built on `connection`, like every wire fixture."""
     from azure.ai.ml.entities import (
         CodeConfiguration,
         Environment,
@@ -36,39 +37,35 @@ def endpoint_with_blue(module_ml_client, workspace_service: WorkspaceService, tm
     )
     from azure.core.exceptions import HttpResponseError
 
-    root = tmp_path_factory.mktemp("monitor")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in read_connection_file(workspace_service.connection_file).items():
-            patch.setenv(key, value)
-        client = module_ml_client
-        (root / "model").mkdir()
-        (root / "model" / "model.bin").write_text("monitor model")
-        model = client.models.create_or_update(Model(name="monitor-model", path=str(root / "model")))
-        endpoint = client.online_endpoints.begin_create_or_update(
+    if ENDPOINT not in [e.name for e in ml_client.online_endpoints.list()]:
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "model.bin").write_text("monitor model")
+        model = ml_client.models.create_or_update(Model(name="monitor-model", path=str(tmp_path / "model")))
+        endpoint = ml_client.online_endpoints.begin_create_or_update(
             ManagedOnlineEndpoint(name=ENDPOINT, auth_mode="key")
         ).result()
-        (root / "code").mkdir()
-        (root / "code" / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
-        (root / "conda.yml").write_text("name: score\ndependencies:\n  - python=3.11\n")
+        (tmp_path / "code").mkdir()
+        (tmp_path / "code" / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
+        (tmp_path / "conda.yml").write_text("name: score\ndependencies:\n  - python=3.11\n")
         deployment = ManagedOnlineDeployment(
             name="blue",
             endpoint_name=ENDPOINT,
             model=f"azureml:{model.name}:{model.version}",
-            code_configuration=CodeConfiguration(code=str(root / "code"), scoring_script="score.py"),
+            code_configuration=CodeConfiguration(code=str(tmp_path / "code"), scoring_script="score.py"),
             environment=Environment(
-                image="mcr.microsoft.com/azureml/minimal-py311-inference:latest", conda_file=str(root / "conda.yml")
+                image="mcr.microsoft.com/azureml/minimal-py311-inference:latest", conda_file=str(tmp_path / "conda.yml")
             ),
             instance_type="Standard_DS3_v2",
             instance_count=1,
         )
         try:  # recorded but not run on main today (the operation fails saying so); run once serving lands
-            client.online_deployments.begin_create_or_update(deployment).result()
+            ml_client.online_deployments.begin_create_or_update(deployment).result()
         except HttpResponseError as exc:
             assert "not running" in str(exc)
         endpoint.traffic = {"blue": 100}
-        client.online_endpoints.begin_create_or_update(endpoint).result()
-        key = client.online_endpoints.get_keys(ENDPOINT).primary_key
-    return endpoint.scoring_uri, key
+        ml_client.online_endpoints.begin_create_or_update(endpoint).result()
+    endpoint = ml_client.online_endpoints.get(ENDPOINT)
+    return endpoint.scoring_uri, ml_client.online_endpoints.get_keys(ENDPOINT).primary_key
 
 
 def _score(uri: str, key: str | None, bundle: str) -> int:
