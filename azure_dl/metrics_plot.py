@@ -41,6 +41,6 @@ def plot_traffic(answer: Mapping[str, Any], title: str, path: Path) -> Path:
 
 
 def _width(points: list[tuple[Any, float]]) -> float:
-    # Bars as wide as 80% of the grain, in matplotlib's date units (days).
-    step = (points[1][0] - points[0][0]).total_seconds()
+    # Bars as wide as 80% of the grain, in matplotlib's date units (days); a single point gets a minute's grain.
+    step = (points[1][0] - points[0][0]).total_seconds() if len(points) > 1 else 60.0
     return 0.8 * step / 86400
