@@ -64,6 +64,12 @@ MANAGED_ONLINE_SKUS = frozenset(
     )
 )
 DEFAULT_INSTANCE_TYPE = "Standard_DS3_v2"  # 4 vCPUs, 14 GB: the smallest general-purpose size Azure ML recommends
+# On Kubernetes compute the instance type is one of the cluster's (a Kubernetes resource name); Azure ML creates this
+# one when a cluster defines none.
+KUBERNETES_DEFAULT_INSTANCE_TYPE = "defaultinstancetype"
+KUBERNETES_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+COMPUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$")  # Azure ML's rule for compute names
+DEFAULT_TARGET_UTILIZATION = 70  # percent CPU a Kubernetes deployment's pods are scaled to
 
 AUTH_MODES = ("key", "aml_token")
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")  # Azure ML's rule for endpoints and deployments
@@ -141,15 +147,26 @@ def parse_model_ref(text: str) -> ModelRef:
     return ModelRef(name, version or None)
 
 
+def check_compute_name(name: str) -> str:
+    if not COMPUTE_NAME.match(name):
+        raise SpecError(
+            f"compute name {name!r} is not valid", hint="3-24 letters, digits and '-', starting with a letter"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class EndpointSpec:
     name: str
     auth_mode: str = "key"
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    compute: str | None = None  # an attached Kubernetes compute: a Kubernetes online endpoint
 
     def __post_init__(self) -> None:
         check_name(self.name, "endpoint")
+        if self.compute is not None:
+            check_compute_name(self.compute)
         if self.auth_mode not in AUTH_MODES:
             raise SpecError(f"auth mode {self.auth_mode!r} is not one of {', '.join(AUTH_MODES)}")
 
@@ -168,6 +185,26 @@ class ProbeSpec:
         for key in ("initial_delay", "period", "timeout", "success_threshold", "failure_threshold"):
             if int(getattr(self, key)) < 1:
                 raise SpecError(f"probe {key} must be at least 1, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class KubernetesSpec:
+    """Where and how a Kubernetes online deployment runs: the compute, the pods' resources, the scale settings."""
+
+    compute: str
+    requests: Mapping[str, str] = field(default_factory=dict)  # e.g. {"cpu": "1", "memory": "4Gi"}
+    limits: Mapping[str, str] = field(default_factory=dict)
+    min_instances: int = 1
+    max_instances: int = 1
+    target_utilization: int = DEFAULT_TARGET_UTILIZATION
+    polling_interval_s: int = 10
+
+    def __post_init__(self) -> None:
+        check_compute_name(self.compute)
+        if not 1 <= self.min_instances <= self.max_instances:
+            raise SpecError(f"instances {self.min_instances}..{self.max_instances}: give 1 <= min <= max")
+        if not 1 <= self.target_utilization <= 100:
+            raise SpecError(f"target utilization {self.target_utilization}% is not 1-100")
 
 
 @dataclass(frozen=True)
@@ -190,6 +227,7 @@ class DeploymentSpec:
     env_vars: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    kubernetes: KubernetesSpec | None = None  # None: a managed online deployment
 
     def __post_init__(self) -> None:
         check_name(self.name, "deployment")
@@ -198,7 +236,13 @@ class DeploymentSpec:
             raise SpecError(
                 f"model task {self.task!r} has no scoring script", hint=f"one of {', '.join(SCORING_SCRIPTS)}"
             )
-        object.__setattr__(self, "instance_type", check_instance_type(self.instance_type).name)
+        if self.kubernetes is None:
+            object.__setattr__(self, "instance_type", check_instance_type(self.instance_type).name)
+        elif not KUBERNETES_NAME.match(self.instance_type):
+            raise SpecError(
+                f"instance type {self.instance_type!r} is not a Kubernetes instance type name",
+                hint=f"`azure-dl compute instance-types {self.kubernetes.compute}` lists the cluster's",
+            )
         if self.instance_count < 1:
             raise SpecError(f"--instance-count must be at least 1, got {self.instance_count}")
         if not 1 <= self.request_timeout_ms <= MAX_REQUEST_TIMEOUT_MS:

@@ -17,6 +17,8 @@ from azure_dl.endpoint_spec import DeploymentSpec, EndpointSpec, ProbeSpec
 
 ENDPOINT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json"
 DEPLOYMENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json"
+KUBERNETES_ENDPOINT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/kubernetesOnlineEndpoint.schema.json"
+KUBERNETES_DEPLOYMENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/kubernetesOnlineDeployment.schema.json"
 HEADER = "# Rendered by azure-dl: exactly what it creates. `az ml {command} create --file {name}` reads it too.\n"
 
 
@@ -29,8 +31,12 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def render_endpoint(spec: EndpointSpec) -> dict[str, Any]:
-    """The managed online endpoint document (no traffic: see the module docstring)."""
-    document: dict[str, Any] = {"$schema": ENDPOINT_SCHEMA, "name": spec.name, "auth_mode": spec.auth_mode}
+    """The managed (or, with a compute, Kubernetes) online endpoint document (no traffic: see the module docstring)."""
+    schema = KUBERNETES_ENDPOINT_SCHEMA if spec.compute else ENDPOINT_SCHEMA
+    document: dict[str, Any] = {"$schema": schema, "name": spec.name}
+    if spec.compute:
+        document["compute"] = f"azureml:{spec.compute}"
+    document["auth_mode"] = spec.auth_mode
     if spec.description:
         document["description"] = spec.description
     if spec.tags:
@@ -63,12 +69,15 @@ def worker_env(spec: DeploymentSpec) -> dict[str, str]:
 
 
 def render_deployment(spec: DeploymentSpec, yaml_dir: Path) -> dict[str, Any]:
-    """The managed online deployment document; code and conda file paths are relative to `yaml_dir`."""
+    """The managed (or Kubernetes) online deployment document; code and conda file paths are relative to `yaml_dir`."""
+    kubernetes = spec.kubernetes
     document: dict[str, Any] = {
-        "$schema": DEPLOYMENT_SCHEMA,
+        "$schema": KUBERNETES_DEPLOYMENT_SCHEMA if kubernetes else DEPLOYMENT_SCHEMA,
         "name": spec.name,
-        "endpoint_name": spec.endpoint_name,
     }
+    if kubernetes:
+        document["type"] = "kubernetes"
+    document["endpoint_name"] = spec.endpoint_name
     if spec.description:
         document["description"] = spec.description
     document["model"] = spec.model.asset
@@ -77,6 +86,16 @@ def render_deployment(spec: DeploymentSpec, yaml_dir: Path) -> dict[str, Any]:
     document["environment_variables"] = worker_env(spec)
     document["instance_type"] = spec.instance_type
     document["instance_count"] = spec.instance_count
+    if kubernetes:
+        if kubernetes.requests or kubernetes.limits:
+            document["resources"] = {"requests": dict(kubernetes.requests), "limits": dict(kubernetes.limits)}
+        document["scale_settings"] = {
+            "type": "target_utilization",
+            "min_instances": kubernetes.min_instances,
+            "max_instances": kubernetes.max_instances,
+            "target_utilization_percentage": kubernetes.target_utilization,
+            "polling_interval": kubernetes.polling_interval_s,
+        }
     document["request_settings"] = {
         "request_timeout_ms": spec.request_timeout_ms,
         "max_concurrent_requests_per_instance": spec.max_concurrent_requests,

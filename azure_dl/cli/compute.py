@@ -1,4 +1,5 @@
-"""`azure-dl compute ensure|delete|quota`: AmlCompute clusters and the subscription's vCPU quota per VM family."""
+"""`azure-dl compute ensure|delete|quota|attach-k8s|instance-types`: AmlCompute clusters, the subscription's vCPU
+quota per VM family, and Kubernetes (AKS/Arc) clusters attached as compute with their instance types."""
 
 from __future__ import annotations
 
@@ -63,7 +64,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quota.add_argument("--location", default=None, help="Azure region (default: the workspace's region)")
     quota.set_defaults(handler=_quota)
 
-    for action in (ensure, delete, quota):
+    attach = actions.add_parser(
+        "attach-k8s",
+        help="attach an AKS or Arc cluster (with the Azure ML extension) as Kubernetes compute",
+        description=(
+            "Checks that the cluster has the Azure ML extension (Microsoft.AzureML.Kubernetes) and attaches it; "
+            "without the extension it prints the `az k8s-extension create` command that installs it. Deleting "
+            "the compute later detaches the cluster; the cluster itself stays."
+        ),
+    )
+    attach.add_argument("name", metavar="NAME", help="compute name in the workspace")
+    attach.add_argument("--resource-id", required=True, metavar="ARM_ID", help="the cluster's ARM id")
+    attach.add_argument("--namespace", default="default", metavar="NS", help="Kubernetes namespace (default: default)")
+    attach.set_defaults(handler=_attach_k8s)
+
+    types = actions.add_parser("instance-types", help="the instance types of an attached Kubernetes compute")
+    types.add_argument("name", metavar="NAME", help="Kubernetes compute name")
+    types.set_defaults(handler=_instance_types)
+
+    for action in (ensure, delete, quota, attach, types):
         add_workspace_arguments(action)
     parser.set_defaults(handler=show_help(parser))
 
@@ -184,4 +203,37 @@ def _quota(args: argparse.Namespace) -> int:
     where = args.location or "the workspace's region"
     print_table(f"Azure ML vCPU quota in {where}", ["quota", "priority", "in use", "limit", "free"], table)
     note("families with quota, and those of the catalogue's sizes; request more: Azure ML studio > Quota")
+    return 0
+
+
+def _attach_k8s(args: argparse.Namespace) -> int:
+    from azure_dl.backends.azureml.kubernetes import attach, parse_cluster_id
+
+    parse_cluster_id(args.resource_id)  # a malformed id stops here, before any credential is needed
+    ml_client = workspace_client(args)
+    compute = attach(ml_client, args.name, args.resource_id, args.namespace)
+    print(
+        f"Attached cluster {compute.resource_id} as Kubernetes compute {compute.name} (namespace {compute.namespace})"
+    )
+    return _instance_types(args, ml_client)
+
+
+def _instance_types(args: argparse.Namespace, ml_client: Any = None) -> int:
+    from azure_dl.backends.azureml.kubernetes import instance_types
+    from azure_dl.console import print_table
+
+    def _resources(values: dict[str, Any]) -> str:
+        return ", ".join(f"{key}={value}" for key, value in values.items() if value is not None) or "-"
+
+    found = instance_types(ml_client or workspace_client(args), args.name)
+    rows = [
+        [
+            f"{t.name} (default)" if t.default else t.name,
+            _resources(t.requests),
+            _resources(t.limits),
+            _resources(t.node_selector or {}),
+        ]
+        for t in found
+    ]
+    print_table(f"Instance types of {args.name}", ["instance type", "requests", "limits", "node selector"], rows)
     return 0

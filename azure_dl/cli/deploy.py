@@ -1,5 +1,6 @@
 """`azure-dl deploy MODEL --endpoint E`: a registered model (or an output folder, registered first) on a managed
-online endpoint, rolled out blue/green.
+online endpoint - or, with --compute, a Kubernetes online endpoint on an attached AKS/Arc cluster - rolled out
+blue/green.
 
 Stages: (1) validate the flags (instance type, names, traffic) and the model, before any I/O; (2) stage the code
 (a snapshot of training_scripts/ with the scoring scripts), the inference environment and a sample request under
@@ -50,6 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="VM size from the catalogue that managed online endpoints accept (default: Standard_DS3_v2)",
     )
     parser.add_argument("--instance-count", type=int, default=1, metavar="N", help="instances (default: 1)")
+    parser.add_argument(
+        "--compute",
+        metavar="NAME",
+        help="an attached Kubernetes compute (compute attach-k8s): deploy a Kubernetes online endpoint there; "
+        "--instance-type is then one of its instance types (default: the cluster's default)",
+    )
     parser.add_argument(
         "--auth-mode",
         dest="endpoint_auth",
@@ -190,8 +197,18 @@ class Staged:
     snapshot: Any
 
 
-def stage(args: argparse.Namespace, choice: ModelChoice, deployment_name: str, auth: str, task: str) -> Staged:
-    """Snapshot, environment and sample request under --out, then endpoint.yml and deployment.yml (pure I/O here)."""
+def stage(
+    args: argparse.Namespace,
+    choice: ModelChoice,
+    deployment_name: str,
+    auth: str,
+    task: str,
+    kubernetes: Any = None,
+    instance_type: str | None = None,
+) -> Staged:
+    """Snapshot, environment and sample request under --out, then endpoint.yml and deployment.yml (pure I/O here).
+
+    `kubernetes` (an endpoint_spec.KubernetesSpec) makes both Kubernetes documents, on `instance_type`."""
     from azure_dl.backends.azureml.endpoint_smoke import write_sample_request
     from azure_dl.endpoint_spec import (
         DEFAULT_INSTANCE_TYPE,
@@ -206,7 +223,13 @@ def stage(args: argparse.Namespace, choice: ModelChoice, deployment_name: str, a
     out = (args.out or default_out(args.endpoint)).resolve()
     out.mkdir(parents=True, exist_ok=True)
     snapshot = stage_snapshot(code_package(), out / "code")
-    endpoint = EndpointSpec(args.endpoint, auth_mode=auth, description="azure-dl managed online endpoint")
+    kind = "Kubernetes" if kubernetes else "managed"
+    endpoint = EndpointSpec(
+        args.endpoint,
+        auth_mode=auth,
+        description=f"azure-dl {kind} online endpoint",
+        compute=kubernetes.compute if kubernetes else None,
+    )
     deployment = DeploymentSpec(
         name=deployment_name,
         endpoint_name=args.endpoint,
@@ -214,8 +237,9 @@ def stage(args: argparse.Namespace, choice: ModelChoice, deployment_name: str, a
         task=task,
         code=snapshot.path,
         environment=environment_spec("inference", copy_to=out / "environments"),
-        instance_type=args.instance_type or DEFAULT_INSTANCE_TYPE,
+        instance_type=instance_type or args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=args.instance_count,
+        kubernetes=kubernetes,
         request_timeout_ms=args.request_timeout_ms,
         max_concurrent_requests=args.max_concurrent,
         env_vars={MAX_BATCH_ENV: str(args.max_batch), **pairs_to_dict(args.env, "environment variable")},
@@ -253,16 +277,24 @@ def plan_rows(staged: Staged, choice: ModelChoice, state: Any, traffic: Any, mir
     from azure_dl.plan import UNKNOWN_PRICE_HINT
 
     deployment = staged.deployment
-    vm = get_vm_size(deployment.instance_type)
     count = deployment.instance_count
-    quote = vm.price_in(DEFAULT_REGION)
-    if quote is None:
-        price = f"unknown in {DEFAULT_REGION} ({UNKNOWN_PRICE_HINT})"
-        monthly = "unknown (price per hour x instances x 730 h)"
+    kubernetes = deployment.kubernetes
+    if kubernetes is not None:
+        pods = ", ".join(f"{k}={v}" for k, v in kubernetes.requests.items()) or "as the instance type sets"
+        hardware = f"{deployment.instance_type} on Kubernetes compute {kubernetes.compute} (requests: {pods})"
+        price = (
+            "the cluster's: its nodes bill as AKS/Arc nodes whether this deployment runs or not (none per deployment)"
+        )
+        idle = "the cluster's nodes; deleting the endpoint frees the pods' requests, not the nodes"
+        scale = (
+            f"{count} (scales {kubernetes.min_instances}-{kubernetes.max_instances} at "
+            f"{kubernetes.target_utilization}% CPU)"
+        )
     else:
-        hourly = quote.per_hour * count
-        price = f"{describe_price(quote, 'instance-hour')} x {count} = {hourly:.4f} USD/h"
-        monthly = f"~{hourly * HOURS_PER_MONTH:,.0f} USD per month ({hourly:.4f} x {HOURS_PER_MONTH} h)"
+        vm = get_vm_size(deployment.instance_type)
+        hardware = f"{vm.name} ({vm.series or 'series unknown'}, {vm.vcpus} vCPUs, {vm.ram_gb:g} GB, {vm.gpu_summary})"
+        price, idle = _managed_price(vm, count, DEFAULT_REGION, describe_price, HOURS_PER_MONTH, UNKNOWN_PRICE_HINT)
+        scale = str(count)
     if state is None:
         endpoint = f"{staged.endpoint.name} (state not read: dry run)"
     elif not state.exists:
@@ -285,15 +317,26 @@ def plan_rows(staged: Staged, choice: ModelChoice, state: Any, traffic: Any, mir
     return [
         ("endpoint", endpoint),
         ("deployment", f"{deployment.name}: {source}, {deployment.task}, {deployment.scoring_script}"),
-        (
-            "instance type",
-            f"{vm.name} ({vm.series or 'series unknown'}, {vm.vcpus} vCPUs, {vm.ram_gb:g} GB, {vm.gpu_summary})",
-        ),
-        ("instances", str(count)),
+        ("instance type", hardware),
+        ("instances", scale),
         ("price", price),
-        ("idle cost", f"an online deployment bills while idle: {monthly}; stop it with azure-dl endpoint delete"),
+        ("idle cost", idle),
         ("rollout", steps + " (only if the smoke test passes)"),
     ]
+
+
+def _managed_price(
+    vm: Any, count: int, region: str, describe_price: Any, hours: int, unknown_hint: str
+) -> tuple[str, str]:
+    quote = vm.price_in(region)
+    if quote is None:
+        price = f"unknown in {region} ({unknown_hint})"
+        monthly = "unknown (price per hour x instances x 730 h)"
+    else:
+        hourly = quote.per_hour * count
+        price = f"{describe_price(quote, 'instance-hour')} x {count} = {hourly:.4f} USD/h"
+        monthly = f"~{hourly * hours:,.0f} USD per month ({hourly:.4f} x {hours} h)"
+    return price, f"an online deployment bills while idle: {monthly}; stop it with azure-dl endpoint delete"
 
 
 def confirm(args: argparse.Namespace, question: str) -> bool:
@@ -305,12 +348,22 @@ def confirm(args: argparse.Namespace, question: str) -> bool:
 
 
 def _parse_flags(args: argparse.Namespace) -> tuple[Any, Any]:
-    from azure_dl.endpoint_spec import DEFAULT_INSTANCE_TYPE, check_instance_type, check_name, check_split, parse_split
+    from azure_dl.endpoint_spec import (
+        DEFAULT_INSTANCE_TYPE,
+        check_compute_name,
+        check_instance_type,
+        check_name,
+        check_split,
+        parse_split,
+    )
 
     check_name(args.endpoint, "endpoint")
     if args.deployment:
         check_name(args.deployment, "deployment")
-    check_instance_type(args.instance_type or DEFAULT_INSTANCE_TYPE)
+    if args.compute:
+        check_compute_name(args.compute)  # the instance type is the cluster's: checked against it later
+    else:
+        check_instance_type(args.instance_type or DEFAULT_INSTANCE_TYPE)
     if args.instance_count < 1:
         raise SpecError(f"--instance-count must be at least 1, got {args.instance_count}")
     if args.max_batch < 1:
@@ -333,7 +386,10 @@ def handle(args: argparse.Namespace) -> int:
                 f"a dry run of registered model {choice.ref} cannot read its task without signing in",
                 hint="pass --task image or --task text (or deploy an output folder)",
             )
-        staged = stage(args, choice, args.deployment or "blue", args.endpoint_auth or "key", choice.task)
+        kubernetes, instance_type = _kubernetes_target(args, None)
+        staged = stage(
+            args, choice, args.deployment or "blue", args.endpoint_auth or "key", choice.task, kubernetes, instance_type
+        )
         note(f"snapshot: {staged.snapshot.describe()} -> {staged.snapshot.path}")
         print_key_values(
             "Plan (nothing has been created or billed yet)", plan_rows(staged, choice, None, traffic, mirror)
@@ -365,9 +421,11 @@ def handle(args: argparse.Namespace) -> int:
         choice = replace(choice, ref=ModelRef(choice.ref.name, str(model.version)))
         choice = _facts_from_workspace(ml_client, choice, model, download_model, args)
     assert choice.task is not None
-    staged = stage(args, choice, name, auth, choice.task)
+    kubernetes, instance_type = _kubernetes_target(args, ml_client)
+    staged = stage(args, choice, name, auth, choice.task, kubernetes, instance_type)
     print_key_values("Plan", plan_rows(staged, choice, state, planned_traffic, planned_mirror))
-    if not confirm(args, f"Deploy to endpoint {args.endpoint} (billed per instance-hour until deleted)?"):
+    billing = "on the cluster's nodes" if kubernetes else "billed per instance-hour until deleted"
+    if not confirm(args, f"Deploy to endpoint {args.endpoint} ({billing})?"):
         print("Nothing was created.")
         return 1
     if choice.folder is not None:
@@ -410,6 +468,33 @@ def handle(args: argparse.Namespace) -> int:
         )
     print(f"Score: azure-dl score {final.name} ...   Stop billing: azure-dl endpoint delete {final.name}")
     return 0
+
+
+def _kubernetes_target(args: argparse.Namespace, ml_client: Any) -> tuple[Any, str | None]:
+    """(KubernetesSpec, instance type) for --compute, else (None, None). With a client the instance type is checked
+    against the cluster's and its requests/limits are rendered; a dry run (no client) renders the name only."""
+    if not args.compute:
+        return None, None
+    from azure_dl.endpoint_spec import KUBERNETES_DEFAULT_INSTANCE_TYPE, KubernetesSpec
+
+    count = args.instance_count
+    if ml_client is None:
+        instance_type = args.instance_type or KUBERNETES_DEFAULT_INSTANCE_TYPE
+        return KubernetesSpec(args.compute, min_instances=count, max_instances=count), instance_type
+    from azure_dl.backends.azureml.kubernetes import instance_types
+
+    offered = instance_types(ml_client, args.compute)
+    wanted = args.instance_type or next((t.name for t in offered if t.default), offered[0].name if offered else None)
+    chosen = next((t for t in offered if t.name == wanted), None)
+    if chosen is None:
+        raise SpecError(
+            f"compute {args.compute} has no instance type {wanted!r}",
+            hint=f"its instance types: {', '.join(t.name for t in offered) or 'none'}",
+        )
+    values = {k: str(v) for k, v in chosen.requests.items() if v is not None}
+    limits = {k: str(v) for k, v in chosen.limits.items() if v is not None}
+    spec = KubernetesSpec(args.compute, values, limits, min_instances=count, max_instances=count)
+    return spec, chosen.name
 
 
 def _facts_from_workspace(

@@ -1,5 +1,6 @@
-"""`azure-dl endpoint show|traffic|rollback|delete`: inspect a managed online endpoint, move or restore its traffic
-split, and delete a deployment or the whole endpoint (which stops its billing). Keys are never shown."""
+"""`azure-dl endpoint show|traffic|rollback|delete|metrics`: inspect a managed online endpoint, move or restore its
+traffic split, delete a deployment or the whole endpoint (which stops its billing), and read its Azure Monitor
+metrics. Keys are never shown."""
 
 from __future__ import annotations
 
@@ -47,7 +48,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation (default: ask)")
     delete.set_defaults(handler=_delete)
 
-    for action in (show, traffic, rollback, delete):
+    metrics = actions.add_parser(
+        "metrics",
+        help="Azure Monitor platform metrics: requests, latency percentiles, status classes, CPU, memory, instances",
+        description=(
+            "Reads the endpoint's and its deployments' platform metrics (names as Azure Monitor lists them, e.g. "
+            "RequestsPerMinute, RequestLatency_P99, CpuUtilizationPercentage) over --since and prints them; a "
+            "metric without samples shows 0."
+        ),
+    )
+    metrics.add_argument("name", metavar="E", help="endpoint name")
+    metrics.add_argument("--deployment", metavar="D", help="only this deployment's requests and resources")
+    metrics.add_argument("--since", default="1h", metavar="WINDOW", help="how far back: 30m, 1h, 2d (default: 1h)")
+    metrics.add_argument("--png", metavar="FILE", help="also plot requests and P50/P99 latency to FILE")
+    metrics.set_defaults(handler=_metrics)
+
+    autoscale = actions.add_parser(
+        "autoscale",
+        help="scale a deployment between --min and --max instances on its CPU (Azure Monitor autoscale)",
+        description=(
+            "Creates or replaces the deployment's Azure Monitor autoscale setting (ENDPOINT-DEPLOYMENT-autoscale): "
+            "one more instance when average CPU over 5 minutes is above --cpu, one fewer below --scale-in-below "
+            "(default: half of --cpu). --show prints it, --delete removes it (the deployment keeps its count). "
+            "On a Kubernetes deployment it sets the deployment's target-utilization scale settings instead."
+        ),
+    )
+    autoscale.add_argument("name", metavar="E", help="endpoint name")
+    autoscale.add_argument("--deployment", metavar="D", required=True, help="the deployment to scale")
+    autoscale.add_argument("--min", type=int, metavar="N", help="fewest instances (at least 1)")
+    autoscale.add_argument("--max", type=int, metavar="M", help="most instances")
+    autoscale.add_argument("--cpu", type=int, metavar="PCT", help="scale out above this average CPU %%, e.g. 70")
+    autoscale.add_argument(
+        "--scale-in-below", type=int, metavar="PCT", help="scale in below this CPU %% (default: --cpu / 2)"
+    )
+    mode = autoscale.add_mutually_exclusive_group()
+    mode.add_argument("--show", action="store_true", help="print the deployment's autoscale setting")
+    mode.add_argument("--delete", action="store_true", help="delete the deployment's autoscale setting")
+    autoscale.set_defaults(handler=_autoscale)
+
+    for action in (show, traffic, rollback, delete, metrics, autoscale):
         add_workspace_arguments(action)
     parser.set_defaults(handler=show_help(parser))
 
@@ -142,4 +181,68 @@ def _delete(args: argparse.Namespace) -> int:
     else:
         delete_endpoint(ml_client, args.name)
     print(f"Deleted {what}")
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from azure_dl.backends.azureml.monitor import read_metrics
+    from azure_dl.console import note, print_table
+    from azure_dl.endpoint_spec import check_name
+    from azure_dl.monitor_metrics import TABLE_COLUMNS, parse_since, table_rows
+
+    check_name(args.name, "endpoint")
+    window = parse_since(args.since)
+    result = read_metrics(
+        workspace_client(args), args.name, deployment=args.deployment, window=window, plot=bool(args.png)
+    )
+    for line in result.notes:
+        note(line)
+    if result.rows:
+        print_table(
+            f"Endpoint {args.name}: Azure Monitor metrics, last {args.since}", TABLE_COLUMNS, table_rows(result.rows)
+        )
+    if args.png and result.traffic:
+        from azure_dl.metrics_plot import plot_traffic
+
+        written = plot_traffic(result.traffic, f"{args.name}: last {args.since}", Path(args.png))
+        print(f"Plot: {written}")
+    return 0
+
+
+def _autoscale(args: argparse.Namespace) -> int:
+    from azure_dl.backends.azureml import autoscale
+    from azure_dl.console import print_key_values
+    from azure_dl.endpoint_spec import check_name
+    from azure_dl.errors import SpecError
+
+    check_name(args.name, "endpoint")
+    check_name(args.deployment, "deployment")
+    sizing = (args.min, args.max, args.cpu, args.scale_in_below)
+    wanted = None
+    if args.show or args.delete:
+        if any(value is not None for value in sizing):
+            raise SpecError("--show and --delete take no --min/--max/--cpu/--scale-in-below")
+    elif args.min is None or args.max is None or args.cpu is None:
+        raise SpecError(
+            "autoscale needs --min, --max and --cpu (or --show / --delete)",
+            hint=f"e.g. azure-dl endpoint autoscale {args.name} --deployment {args.deployment} --min 1 --max 3 "
+            "--cpu 70",
+        )
+    else:
+        wanted = autoscale.AutoscaleRequest.checked(args.min, args.max, args.cpu, args.scale_in_below)
+    ml_client = workspace_client(args)
+    title = f"Autoscale of deployment {args.deployment} (endpoint {args.name})"
+    if wanted is not None:
+        print_key_values(title, autoscale.set_autoscale(ml_client, args.name, args.deployment, wanted))
+        return 0
+    rows = autoscale.show_autoscale(ml_client, args.name, args.deployment)
+    if rows is None:
+        print(f"Deployment {args.deployment} of endpoint {args.name} has no autoscale setting.")
+        return 0 if args.delete else 1
+    if args.delete:
+        print(autoscale.delete_autoscale(ml_client, args.name, args.deployment))
+        return 0
+    print_key_values(title, rows)
     return 0

@@ -9,9 +9,10 @@ header and no body. Clusters here never allocate VMs (jobs run on this machine),
 by the time it is answered and the first poll says Succeeded. A cluster reports `minNodeCount` nodes as allocated
 and idle (what Azure converges to), and those nodes are what the usages route counts against quota.
 
-Only AmlCompute is served: other compute types get a 400 (Kubernetes attach: 501, planned), as do a VM size the
-catalogue does not know, min > max nodes, and a change of VM size or priority of an existing cluster (Azure cannot
-change those in place either). Kept in the store as kind "computes", key = the cluster name.
+AmlCompute clusters are created here; Kubernetes compute is attached through kubernetes_computes.py (clusters
+declared in DIR/kubernetes.toml). Other compute types get a 400, as do a VM size the catalogue does not know,
+min > max nodes, and a change of VM size or priority of an existing cluster (Azure cannot change those in place
+either). Kept in the store as kind "computes", key = the cluster name.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure_dl.catalog import lookup_vm_size, user_catalog_path
+from azure_dl.workspace_service import kubernetes_computes
 from azure_dl.workspace_service.context import LOCATION, PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Handler, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -57,16 +59,9 @@ def _check_type(name: str, properties: dict[str, Any]) -> None:
     compute_type = str(properties.get("computeType") or "")
     if compute_type.lower() == SUPPORTED_TYPE.lower():
         return
-    if compute_type.lower() == "kubernetes":
-        raise ApiError(
-            501,
-            "NotImplemented",
-            f"compute {name}: attaching Kubernetes compute is not implemented by the local workspace service "
-            "(it runs AmlCompute clusters only)",
-        )
     raise _invalid(
         f"compute {name}: computeType {compute_type or '(none)'!r} is not supported by the local workspace "
-        f"service; it runs {SUPPORTED_TYPE} clusters only (jobs run on this machine)"
+        f"service; it runs {SUPPORTED_TYPE} clusters and attaches Kubernetes clusters only"
     )
 
 
@@ -143,6 +138,8 @@ def allocated_nodes(record: dict[str, Any]) -> int:
 
 def body(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
     """The recorded GET shape; the cluster's properties as sent, with Azure's read-only fields beside them."""
+    if "resourceId" in record["properties"]:  # an attached Kubernetes cluster (kubernetes_computes.py)
+        return kubernetes_computes.body(context, record)
     sent = record["properties"]
     cluster = sent["properties"]
     nodes = _nodes(cluster)
@@ -225,9 +222,10 @@ def _operation_header(context: ServiceContext, request: Request) -> dict[str, st
 def register(router: Router, context: ServiceContext) -> None:
     def _found(request: Request) -> dict[str, Any]:
         check_scope(context, request)
-        record = context.store.get(KIND, request.params["name"])
+        name = request.params["name"]
+        record = context.store.get(KIND, name) or context.store.get(kubernetes_computes.KIND, name)
         if record is None:
-            raise not_found("compute", request.params["name"])
+            raise not_found("compute", name)
         return record
 
     def _get(request: Request) -> Response:
@@ -235,7 +233,7 @@ def register(router: Router, context: ServiceContext) -> None:
 
     def _list(request: Request) -> Response:
         check_scope(context, request)
-        records = context.store.list(KIND)
+        records = context.store.list(KIND) + context.store.list(kubernetes_computes.KIND)
         skip = request.query.get("$skip", "0")
         start = int(skip) if skip.isdigit() else 0
         page = records[start : start + PAGE_SIZE]
@@ -257,6 +255,10 @@ def register(router: Router, context: ServiceContext) -> None:
         properties = document.get("properties") if isinstance(document, dict) else None
         if not isinstance(properties, dict):
             raise _invalid(f"compute {name}: the body needs `properties` (computeType, properties)")
+        if str(properties.get("computeType") or "").lower() == "kubernetes":
+            return _attach(request, name, document, properties)
+        if context.store.get(kubernetes_computes.KIND, name) is not None:
+            raise _invalid(f"compute {name} is an attached Kubernetes cluster; detach it before reusing the name")
         _check_type(name, properties)
         cluster = _checked_cluster(name, properties)
         existing = context.store.get(KIND, name)
@@ -276,11 +278,25 @@ def register(router: Router, context: ServiceContext) -> None:
         # 201 for a replaced cluster too: the recording's second PUT (new idle time) answered 201.
         return json_response(201, body(context, record), _operation_header(context, request))
 
+    def _attach(request: Request, name: str, document: dict[str, Any], properties: dict[str, Any]) -> Response:
+        if context.store.get(KIND, name) is not None:
+            raise _invalid(f"compute {name} is an AmlCompute cluster; delete it before attaching a cluster as {name}")
+        attached = kubernetes_computes.checked_attach(context, name, properties)
+        existing = context.store.get(kubernetes_computes.KIND, name)
+        record = kubernetes_computes.record(name, document, attached, existing)
+        context.store.put(kubernetes_computes.KIND, name, record)
+        return json_response(201, body(context, record), _operation_header(context, request))
+
     def _patch(request: Request) -> Response:
         # ClusterUpdateParameters: {"properties": {"properties": {"scaleSettings": {...}}}}; Azure updates only
         # the scale settings this way, and so does this service.
         record = _found(request)
         name = request.params["name"]
+        if "resourceId" in record["properties"]:
+            raise _invalid(
+                f"compute {name} is an attached Kubernetes cluster: its nodes are the cluster's (scale the AKS/Arc "
+                "node pools); an update (PATCH) changes AmlCompute scale settings only"
+            )
         document = request.json()
         update = (document.get("properties") or {}).get("properties") if isinstance(document, dict) else None
         if not isinstance(update, dict) or set(update) != {"scaleSettings"}:
@@ -297,9 +313,12 @@ def register(router: Router, context: ServiceContext) -> None:
         return json_response(200, body(context, record), _operation_header(context, request))
 
     def _delete(request: Request) -> Response:
-        _found(request)
+        found = _found(request)
         name = request.params["name"]
         action = request.query.get("underlyingResourceAction", "Delete")
+        if "resourceId" in found["properties"]:  # Delete and Detach alike detach: the cluster itself stays
+            context.store.delete(kubernetes_computes.KIND, name)
+            return Response(202, b"", _operation_header(context, request))
         if action.lower() != "delete":
             raise _invalid(
                 f"compute {name}: underlyingResourceAction {action!r} is not supported; an AmlCompute cluster is "

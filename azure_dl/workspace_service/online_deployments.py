@@ -13,7 +13,8 @@ raises it), the deployment's provisioningState reads "Failed", getLogs says that
 requests routed to it answer 501 (scoring.py). Its record stays, so traffic can name it and delete removes it.
 The live service's rules that are kept: the endpoint must exist; names are 3-32 letters, digits and '-'; a
 managed deployment needs instanceType and at least one instance; a workspace model or code version it names
-must exist; a deployment that takes live or mirror traffic cannot be deleted. Kubernetes deployments answer 501.
+must exist; a deployment that takes live or mirror traffic cannot be deleted. Kubernetes deployments are checked
+by kubernetes_endpoints.py (an instance type of the endpoint's compute, scale settings), then kept the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from azure_dl.workspace_service import codes, models, online_endpoints, operations
+from azure_dl.workspace_service import codes, kubernetes_endpoints, models, online_endpoints, operations
 from azure_dl.workspace_service.context import LOCATION, PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -127,15 +128,15 @@ def _validated(context: ServiceContext, endpoint: str, name: str, document: Any)
     if not isinstance(properties, dict):
         raise ApiError(400, "BadArgument", f"{where}: the body needs properties")
     compute_type = str(properties.get("endpointComputeType") or "")
+    endpoint_record = online_endpoints.find(context, endpoint)
     if compute_type.lower() == "kubernetes":
+        properties = kubernetes_endpoints.checked_deployment(context, endpoint_record, name, properties)
+    elif compute_type.lower() != "managed":
         raise ApiError(
-            501,
-            "NotImplemented",
-            f"{where}: Kubernetes online deployments are not served by the local workspace service; "
-            "use endpointComputeType Managed",
+            400, "BadArgument", f"{where}: endpointComputeType {compute_type!r} is not Managed or Kubernetes"
         )
-    if compute_type.lower() != "managed":
-        raise ApiError(400, "BadArgument", f"{where}: endpointComputeType {compute_type!r} is not Managed")
+    else:
+        kubernetes_endpoints.check_managed_deployment(endpoint_record, name)
     if not properties.get("instanceType"):
         raise ApiError(400, "BadArgument", f"{where}: a managed deployment needs properties.instanceType")
     sku = document.get("sku") or {}

@@ -9,7 +9,8 @@ value. The PUT's answer follows the recording (tests/fixtures/recordings/online_
 new endpoint, 200 for an update, `provisioningState` "Creating"/"Updating" in that answer and "Succeeded" once the
 operation is polled. The rules the live service applies and this one keeps: traffic and mirror traffic name
 existing deployments, traffic shares are 0-100 and add up to 100 (or 0 when nothing is served), a mirror share is
-at most 50 and goes to a deployment without live traffic. Kubernetes endpoints (`properties.compute`) answer 501.
+at most 50 and goes to a deployment without live traffic. A Kubernetes endpoint (`properties.compute`) must name an
+attached Kubernetes compute (kubernetes_endpoints.py).
 Deployments are kept beside their endpoint (kind "online-deployments", key "ENDPOINT/DEPLOYMENT";
 online_deployments.py); deleting an endpoint deletes them. Endpoint records: kind "online-endpoints", key NAME.
 """
@@ -22,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from azure_dl.workspace_service import operations
+from azure_dl.workspace_service import kubernetes_endpoints, operations
 from azure_dl.workspace_service.context import LOCATION, PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import PRINCIPAL_ID, TENANT_ID, authenticated, issue_token
@@ -93,7 +94,7 @@ def body(context: ServiceContext, record: dict[str, Any], state: str = "Succeede
             "swaggerUri": swagger_uri(context, name),
             "authMode": record["authMode"],
             "provisioningState": state,
-            "compute": None,
+            "compute": record.get("compute"),
             "traffic": record.get("traffic") or {},
             "mirrorTraffic": record.get("mirrorTraffic") or {},
             "publicNetworkAccess": record.get("publicNetworkAccess") or "Enabled",
@@ -105,7 +106,7 @@ def body(context: ServiceContext, record: dict[str, Any], state: str = "Succeede
         },
         "tags": record.get("tags") or {},
         "location": LOCATION,
-        "kind": "Managed",
+        "kind": "K8S" if record.get("compute") else "Managed",
         "identity": {"type": "SystemAssigned", "principalId": PRINCIPAL_ID, "tenantId": TENANT_ID},
     }
 
@@ -186,14 +187,6 @@ def register(router: Router, context: ServiceContext) -> None:
         properties = document.get("properties") if isinstance(document, dict) else None
         if not isinstance(properties, dict):
             raise ApiError(400, "BadArgument", f"online endpoint {name}: the body needs properties")
-        if properties.get("compute"):
-            raise ApiError(
-                501,
-                "NotImplemented",
-                f"online endpoint {name}: Kubernetes online endpoints (properties.compute = "
-                f"{properties['compute']}) are not served by the local workspace service; omit compute for a "
-                "managed endpoint",
-            )
         auth_mode = AUTH_MODES.get(str(properties.get("authMode") or "Key").lower())
         if auth_mode is None:
             raise ApiError(
@@ -206,9 +199,11 @@ def register(router: Router, context: ServiceContext) -> None:
         mirror = _shares(name, "mirrorTraffic", properties.get("mirrorTraffic"))
         check_traffic(context, name, traffic, mirror)
         existing = context.store.get(KIND, name)
+        compute = kubernetes_endpoints.endpoint_compute(context, name, properties.get("compute"), existing)
         now = _now()
         record = {
             "name": name,
+            "compute": compute,
             "authMode": auth_mode,
             "description": properties.get("description"),
             "properties": properties.get("properties") or {},

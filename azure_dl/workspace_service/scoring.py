@@ -16,7 +16,7 @@ import json
 import random
 from typing import Any
 
-from azure_dl.workspace_service import online_deployments, online_endpoints
+from azure_dl.workspace_service import endpoint_metrics, online_deployments, online_endpoints
 from azure_dl.workspace_service.context import ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response
 from azure_dl.workspace_service.identity import check_bearer
@@ -92,5 +92,5 @@ def register(router: Router, context: ServiceContext) -> None:
         )
 
     prefix = online_endpoints.SCORING_PREFIX + "/{endpoint}"
-    router.add("POST", prefix + "/score", _score)
+    router.add("POST", prefix + "/score", endpoint_metrics.recorded(context, _score))
     router.add("GET", prefix + "/swagger.json", _swagger)

@@ -18,16 +18,19 @@ from types import FrameType
 
 from azure_dl.errors import ConfigError
 from azure_dl.workspace_service import (
+    autoscale,
     blobs,
     codes,
     components,
     computes,
     data_assets,
     datastores,
+    endpoint_metrics,
     environments,
     faults,
     identity,
     jobs,
+    kubernetes_computes,
     metadata,
     mlflow_front,
     models,
@@ -179,6 +182,9 @@ class WorkspaceService:
             online_endpoints,
             online_deployments,
             scoring,
+            endpoint_metrics,
+            autoscale,
+            kubernetes_computes,
         )
         for family in families:
             family.register(server.router, context)

@@ -125,8 +125,8 @@ def test_compute_instances_and_kubernetes_are_refused_by_name(ml_client) -> None
     kubernetes = KubernetesCompute(name="wire-k8s", resource_id="/subscriptions/x/resourceGroups/y/providers/z/k")
     with pytest.raises(HttpResponseError) as caught:
         ml_client.compute.begin_create_or_update(kubernetes).result()
-    assert caught.value.status_code == 501
-    assert "Kubernetes" in str(caught.value)
+    assert caught.value.status_code == 400  # attachable clusters: tests/wire/test_kubernetes_wire.py
+    assert "/providers/z/k' is not an AKS cluster" in str(caught.value)
 
 
 def test_start_stop_and_restart_name_themselves_in_a_400(ml_client) -> None:  # type: ignore[no-untyped-def]

@@ -162,12 +162,13 @@ def test_the_scoring_front_authenticates_routes_and_answers_501(
         ml_client.online_endpoints.begin_delete(name).result()
 
 
-def test_kubernetes_endpoints_are_refused_with_501_naming_the_feature(ml_client) -> None:  # type: ignore[no-untyped-def]
+def test_a_kubernetes_endpoint_on_a_compute_that_is_not_attached_is_refused_naming_it(ml_client) -> None:  # type: ignore[no-untyped-def]
     from azure.ai.ml.entities import KubernetesOnlineEndpoint
     from azure.core.exceptions import HttpResponseError
 
-    with pytest.raises(HttpResponseError, match="Kubernetes online endpoints") as raised:
+    # Attached clusters and Kubernetes endpoints on them: tests/wire/test_kubernetes_wire.py
+    with pytest.raises(HttpResponseError, match="my-aks is not an attached Kubernetes compute") as raised:
         ml_client.online_endpoints.begin_create_or_update(
             KubernetesOnlineEndpoint(name="wire-k8s", compute="azureml:my-aks")
         )
-    assert raised.value.status_code == 501
+    assert raised.value.status_code == 400

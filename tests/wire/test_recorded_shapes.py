@@ -272,3 +272,25 @@ def test_online_endpoint_put_and_its_operation_match_the_recording(workspace_ser
     assert status == 400 and "3-32 letters" in body["error"]["message"]
     status, _headers, body = _send(workspace_service, "POST", url.replace("?", "/listKeys?"), {})
     assert status == 400 and "AMLToken" in body["error"]["message"]  # the recorded endpoint has no keys
+
+
+def test_online_endpoint_metrics_match_the_recorded_metrics_answer(workspace_service: WorkspaceService) -> None:
+    (listed,) = _recorded("monitor_metrics_list.json")
+    assert workspace_service.context is not None
+    endpoint = f"{workspace_service.context.workspace_id}/onlineEndpoints/shape-metrics-ep"
+    status, _ = _put(workspace_service, f"{endpoint}?api-version=2023-04-01", {"properties": {"authMode": "Key"}})
+    assert status == 201
+
+    # The recorded query (span, grain, Count), asking for an online endpoint's metric instead.
+    query = listed["RequestUri"].split("?", 1)[1].replace("requests%2Fcount", "RequestsPerMinute")
+    status, body = _call(workspace_service, f"{endpoint}/providers/Microsoft.Insights/metrics?{query}")
+    recorded = listed["ResponseBody"]
+    assert status == listed["StatusCode"]
+    assert body.keys() == recorded.keys()
+    assert body["interval"] == recorded["interval"] and len(body["value"][0]["timeseries"][0]["data"]) == 288
+    assert body["value"][0].keys() == recorded["value"][0].keys()
+    assert body["value"][0]["name"].keys() == recorded["value"][0]["name"].keys()
+    series, recorded_series = body["value"][0]["timeseries"][0], recorded["value"][0]["timeseries"][0]
+    assert series.keys() == recorded_series.keys()
+    assert [point.keys() for point in series["data"][:2]] == [point.keys() for point in recorded_series["data"]]
+    assert series["data"][0]["count"] == 0  # no requests: a count of 0, as recorded, not a missing value
