@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from azure_dl.workspace_service.store import Store
 
 PROVIDER = "Microsoft.MachineLearningServices"
 LOCATION = "local"
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,8 @@ class ServiceContext:
     store: Store
     identity_secret: str  # the X-IDENTITY-HEADER value clients must send to the token endpoint
     signing_key: bytes  # signs the tokens the service hands out and checks on ARM calls
+    # What runs beside the service (e.g. deployments' scoring processes): service.stop() stops each, last first.
+    helpers: list[Stoppable] = field(default_factory=list)
 
     @property
     def host(self) -> str:

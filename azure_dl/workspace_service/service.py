@@ -210,6 +210,8 @@ class WorkspaceService:
     def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.connection_file.unlink()
+        for helper in reversed(self.context.helpers if self.context is not None else []):
+            helper.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
