@@ -105,3 +105,16 @@ def faults(workspace_service: WorkspaceService) -> Iterator[Faults]:
     workspace_service.faults.clear()
     yield workspace_service.faults
     workspace_service.faults.clear()
+
+
+@pytest.fixture(scope="module")
+def module_connection(workspace_service: WorkspaceService) -> Iterator[dict[str, str]]:
+    """`connection` for a whole module, for module-scoped fixtures that run the CLI or the SDK (such as starting a
+    module's deployments once); per-test `connection` still applies on top and undoes back to these values."""
+    values = read_connection_file(workspace_service.connection_file)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _CLEARED:
+            patch.delenv(name, raising=False)
+        for key, value in values.items():
+            patch.setenv(key, value)
+        yield values
