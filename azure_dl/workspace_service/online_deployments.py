@@ -38,13 +38,14 @@ LOG_CONTAINERS = {"storageinitializer": "StorageInitializer", "inferenceserver":
 # Azure's code for a deployment whose container crashed or never became ready.
 NOT_READY_CODE = "ResourceNotReady"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{2,31}$")
-# What the live service fills in when a PUT leaves them out (Azure ML's documented defaults); the SDK reads
-# scaleSettings.scaleType, so a body without it cannot even be read back.
+# What the live service fills in when a PUT leaves them out (as the recorded answer shows,
+# tests/fixtures/recordings/online_deployment_create.json); the SDK reads scaleSettings.scaleType, so a body
+# without it cannot even be read back.
 DEFAULTS: dict[str, Any] = {
     "scaleSettings": {"scaleType": "Default"},
-    "requestSettings": {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1, "maxQueueWait": "PT0.5S"},
+    "requestSettings": {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1, "maxQueueWait": "PT0S"},
     "livenessProbe": {
-        "initialDelay": "PT10M",
+        "initialDelay": "PT10S",
         "period": "PT10S",
         "timeout": "PT2S",
         "successThreshold": 1,
@@ -59,7 +60,10 @@ DEFAULTS: dict[str, Any] = {
     },
     "appInsightsEnabled": False,
     "egressPublicNetworkAccess": "Enabled",
+    "modelMountPath": None,
+    "dataCollector": None,
 }
+
 _VERSIONED = re.compile(r"/workspaces/[^/]+/(?P<kind>models|codes)/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
 
 
@@ -73,11 +77,21 @@ def _now() -> str:
 
 def body(context: ServiceContext, record: dict[str, Any], state: str | None = None) -> dict[str, Any]:
     endpoint, name = record["endpoint"], record["name"]
+    operation = (
+        {"AzureAsyncOperationUri": operations.status_url(context, record["operation"])}
+        if record.get("operation")
+        else {}
+    )
     return {
         "id": f"{context.workspace_id}/onlineEndpoints/{endpoint}/deployments/{name}",
         "name": name,
         "type": f"{PROVIDER}/workspaces/onlineEndpoints/deployments",
-        "properties": {**record["properties"], "provisioningState": state or record["state"]},
+        "properties": {
+            **record["properties"],
+            # As recorded: the deployment's own properties name the operation that made it.
+            "properties": {**(record["properties"].get("properties") or {}), **operation},
+            "provisioningState": state or record["state"],
+        },
         "systemData": {
             "createdAt": record["createdAt"],
             "createdBy": "azure-dl",
@@ -86,7 +100,7 @@ def body(context: ServiceContext, record: dict[str, Any], state: str | None = No
         "tags": record.get("tags") or {},
         "location": LOCATION,
         "kind": "Managed",
-        "sku": record["sku"],
+        "sku": {"tier": "Standard", **record["sku"]},
     }
 
 

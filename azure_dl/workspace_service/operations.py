@@ -39,6 +39,11 @@ def _status_path(context: ServiceContext, operation_id: str, kind: str) -> str:
     return f"/subscriptions/{context.subscription_id}/providers/{PROVIDER}/locations/{LOCATION}/{kind}/{operation_id}"
 
 
+def status_url(context: ServiceContext, operation_id: str) -> str:
+    """The Azure-AsyncOperation URL of operation `operation_id` (also in a deployment's properties, as recorded)."""
+    return f"{context.base_url}{_status_path(context, operation_id, 'mfeOperationsStatus')}?api-version={API_VERSION}"
+
+
 def started(context: ServiceContext, resource_url: str) -> tuple[str, dict[str, str]]:
     """Record an operation that is still running (status "Updating" and the endTime of an unfinished one, as
     recorded) and return its id and the headers that announce it; `complete()` ends it."""
@@ -53,7 +58,7 @@ def started(context: ServiceContext, resource_url: str) -> tuple[str, dict[str, 
     }
     context.store.put(KIND, operation_id, document)
     return operation_id, {
-        "Azure-AsyncOperation": f"{context.base_url}{document['id']}?api-version={API_VERSION}",
+        "Azure-AsyncOperation": status_url(context, operation_id),
         "Location": resource_url,
         "x-ms-async-operation-timeout": "PT30M",
         "Retry-After": RETRY_AFTER_S,
