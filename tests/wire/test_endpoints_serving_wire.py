@@ -292,3 +292,32 @@ def test_init_crash_fails_the_deployment_and_the_front_answers_408_and_429(
     response = _session(key).post(endpoint.scoring_uri, data="{}", headers={DEPLOYMENT_HEADER: "broken"}, timeout=30)
     assert response.status_code == 503 and "failed" in response.json()["error"]["message"]
     ml_client.online_endpoints.begin_delete("wire-limits").result()
+
+
+def test_a_restarted_service_runs_its_deployments_again_and_stop_ends_them(
+    ml_client, workspace_service: WorkspaceService, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+    ml_client.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="wire-restart")).result()
+    ml_client.online_deployments.begin_create_or_update(_echo_deployment(tmp_path, "blue", "wire-restart")).result()
+    # The same state under another folder, as if this service had stopped and started again there.
+    copy = tmp_path / "restarted"
+    for part in ("state", "blobs"):
+        shutil.copytree(workspace_service.data_dir / part, copy / part)
+    for record in (copy / "state" / "online-deployments").glob("*.json"):
+        if not record.name.startswith("wire-restart"):
+            record.unlink()  # other tests' deployments: not this test's to start
+    ml_client.online_endpoints.begin_delete("wire-restart").result()
+
+    restarted = WorkspaceService(copy)
+    context = restarted.start()
+    try:
+        running = deployment_processes.of(context).get("wire-restart", "blue")
+        assert running is not None and running.ready.wait(60), running and running.failed
+        assert running.server.process is not None
+        pid = running.server.process.pid
+        assert _alive(pid)
+    finally:
+        restarted.stop()
+    assert not _alive(pid)  # service.stop() stopped the process group
