@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -278,16 +279,28 @@ def test_init_crash_fails_the_deployment_and_the_front_answers_408_and_429(
     endpoint = ml_client.online_endpoints.get("wire-limits")
     key = ml_client.online_endpoints.get_keys("wire-limits").primary_key
 
-    def _send(sleep: float) -> int:
+    def _send(sleep: float, session: requests.Session | None = None) -> int:
         body = json.dumps({"sleep": sleep})
         headers = {DEPLOYMENT_HEADER: "slow"}
-        return _session(key).post(endpoint.scoring_uri, data=body, headers=headers, timeout=30).status_code
+        return (session or _session(key)).post(endpoint.scoring_uri, data=body, headers=headers, timeout=30).status_code
 
     assert _send(0) == 200
     assert _send(2.0) == 408  # longer than its request_timeout_ms, 1500
     time.sleep(0.7)  # let the worker finish that request
-    with ThreadPoolExecutor(4) as pool:  # 2 x max_concurrent_requests_per_instance (1) x instances (1) admitted
-        statuses = Counter(pool.map(_send, [0.6] * 4))
+
+    # 4 at once; 2 x max_concurrent_requests_per_instance (1) x instances (1) are admitted. The connections are
+    # opened first (a request the front answers itself: no such deployment), so that all 4 arrive together.
+    sessions = [_session(key) for _ in range(4)]
+    for session in sessions:
+        assert session.post(endpoint.scoring_uri, data="{}", headers={DEPLOYMENT_HEADER: "nope"}).status_code == 404
+    barrier = threading.Barrier(4)
+
+    def _together(session: requests.Session) -> int:
+        barrier.wait()
+        return _send(0.6, session)
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = Counter(pool.map(_together, sessions))
     assert statuses == Counter({200: 2, 429: 2}), statuses
     response = _session(key).post(endpoint.scoring_uri, data="{}", headers={DEPLOYMENT_HEADER: "broken"}, timeout=30)
     assert response.status_code == 503 and "failed" in response.json()["error"]["message"]
