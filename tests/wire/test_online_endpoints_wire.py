@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from azure_dl.workspace_service import deployment_processes
+from azure_dl.workspace_service.service import WorkspaceService
+
 pytestmark = pytest.mark.filterwarnings(
     "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",
     "ignore::marshmallow.warnings.RemovedInMarshmallow4Warning",
@@ -59,7 +62,7 @@ def registered_model(ml_client, tmp_path: Path) -> str:  # type: ignore[no-untyp
 
 
 def test_an_endpoint_and_its_deployments_are_records_with_traffic_keys_and_delete(
-    ml_client, registered_model: str, tmp_path: Path
+    ml_client, registered_model: str, tmp_path: Path, workspace_service: WorkspaceService
 ) -> None:  # type: ignore[no-untyped-def]
     from azure.ai.ml.entities import ManagedOnlineEndpoint
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -110,8 +113,13 @@ def test_an_endpoint_and_its_deployments_are_records_with_traffic_keys_and_delet
         ml_client.online_deployments.begin_delete("green", "wire-ep").result()
     endpoint.traffic, endpoint.mirror_traffic = {"blue": 100}, {}
     ml_client.online_endpoints.begin_create_or_update(endpoint).result()
+    assert workspace_service.context is not None
+    processes = deployment_processes.of(workspace_service.context)
+    green = processes.get("wire-ep", "green")
+    assert green is not None and green.server.process is not None
     ml_client.online_deployments.begin_delete("green", "wire-ep").result()
     assert [d.name for d in ml_client.online_deployments.list("wire-ep")] == ["blue"]
+    assert processes.get("wire-ep", "green") is None and green.server.process.poll() is not None  # stopped
     ml_client.online_endpoints.begin_delete("wire-ep").result()
     with pytest.raises(ResourceNotFoundError):
         ml_client.online_endpoints.get("wire-ep")
