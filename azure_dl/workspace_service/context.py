@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 from azure_dl.workspace_service.store import Store
 
 PROVIDER = "Microsoft.MachineLearningServices"
 LOCATION = "local"
-
-
-class Stoppable(Protocol):
-    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -26,8 +22,9 @@ class ServiceContext:
     store: Store
     identity_secret: str  # the X-IDENTITY-HEADER value clients must send to the token endpoint
     signing_key: bytes  # signs the tokens the service hands out and checks on ARM calls
-    # What runs beside the service (e.g. deployments' scoring processes): service.stop() stops each, last first.
-    helpers: list[Stoppable] = field(default_factory=list)
+    # Long-lived helpers a family starts (name -> object with stop(), e.g. "mlflow"); WorkspaceService.stop()
+    # stops them, last started first. Other families reach them here (mlflow_front.tracking(context)).
+    helpers: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def host(self) -> str:

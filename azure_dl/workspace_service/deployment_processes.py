@@ -256,15 +256,14 @@ class Processes:
             self.stop_one(endpoint, deployment)
 
 
+HELPER = "deployments"  # its name in context.helpers
 _CREATE_LOCK = threading.Lock()
 
 
 def of(context: ServiceContext) -> Processes:
     """The service's Processes, made (and put in context.helpers, so service.stop() stops them) on first use."""
     with _CREATE_LOCK:
-        for helper in context.helpers:
-            if isinstance(helper, Processes):
-                return helper
-        processes = Processes()
-        context.helpers.append(processes)
+        processes = context.helpers.get(HELPER)
+        if not isinstance(processes, Processes):
+            processes = context.helpers[HELPER] = Processes()
         return processes

@@ -115,6 +115,36 @@ def find_version(context: ServiceContext, name: str, version: str) -> dict[str, 
     return context.store.get(KIND, _key(name, version))
 
 
+def register_job_output(
+    context: ServiceContext, name: str, output_uri: str, *, job_name: str, model_type: str = "custom_model"
+) -> str:
+    """Register a job's model output (`azureml://datastores/D/paths/P`) as the next version of `name`.
+
+    What Azure ML does with a pipeline's named custom_model output when the pipeline completes. The modelUri is
+    the long form the service gives registered models, so `ml_client.models.download` finds the files.
+    """
+    short = re.match(r"^azureml://datastores/(?P<store>[^/]+)/paths/(?P<path>.+)$", output_uri)
+    model_uri = (
+        f"azureml://subscriptions/{context.subscription_id}/resourcegroups/{context.resource_group}"
+        f"/workspaces/{context.workspace}/datastores/{short['store']}/paths/{short['path']}"
+        if short
+        else output_uri
+    )
+    numbers = [_version_number(record) for record in versions_of(context, name)]
+    version = str(max(numbers, default=0) + 1)
+    now = _now()
+    record = {
+        "name": name,
+        "version": version,
+        "properties": {"modelUri": model_uri, "modelType": model_type, "jobName": job_name, "tags": {}},
+        "createdAt": now,
+        "modifiedAt": now,
+    }
+    context.store.put(KIND, _key(name, version), record)
+    context.store.put_if_absent(CONTAINER_KIND, name, {"name": name, "createdAt": now, "modifiedAt": now})
+    return version
+
+
 def container_body(context: ServiceContext, name: str) -> dict[str, Any]:
     versions = versions_of(context, name)
     container = context.store.get(CONTAINER_KIND, name) or {}

@@ -27,7 +27,9 @@ from azure_dl.workspace_service import (
     environments,
     faults,
     identity,
+    jobs,
     metadata,
+    mlflow_front,
     models,
     online_deployments,
     online_endpoints,
@@ -173,6 +175,8 @@ class WorkspaceService:
             components,
             computes,
             usages,
+            mlflow_front,
+            jobs,
             models,
             operations,
             online_endpoints,
@@ -198,6 +202,9 @@ class WorkspaceService:
             "AZURE_SUBSCRIPTION_ID": context.subscription_id,
             "AZURE_RESOURCE_GROUP": context.resource_group,
             "AZUREML_WORKSPACE_NAME": context.workspace,
+            # azureml-mlflow reads the cloud by this name only (else it asks management.azure.com, and checks
+            # artifact URLs against Azure's storage suffix); azure-ai-ml resolves it from the metadata URL.
+            "AZUREML_CURRENT_CLOUD": metadata.CLOUD_NAME,
             "REQUESTS_CA_BUNDLE": str(bundle),
             # urllib / aiohttp / msal paths that bypass requests read this one.
             "SSL_CERT_FILE": str(bundle),
@@ -213,8 +220,8 @@ class WorkspaceService:
     def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.connection_file.unlink()
-        for helper in reversed(self.context.helpers if self.context is not None else []):
-            helper.stop()
+        if self.context is not None:
+            jobs.shutdown(self.context)  # running jobs end Canceled, their process groups stopped
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -222,6 +229,10 @@ class WorkspaceService:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self.context is not None:
+            for helper in reversed(list(self.context.helpers.values())):
+                helper.stop()
+            self.context.helpers.clear()
 
     def __enter__(self) -> WorkspaceService:
         self.start()

@@ -124,12 +124,17 @@ def _certifi_roots() -> bytes:
     return Path(certifi.where()).read_bytes()
 
 
+def bundle_path(folder: Path) -> Path:
+    """The client CA bundle `prepare(folder)` writes (jobs point REQUESTS_CA_BUNDLE at it)."""
+    return folder / "ca-bundle.pem"
+
+
 def prepare(folder: Path) -> TlsFiles:
     """Reuse (or create) the CA under `folder`, issue a fresh server certificate and write the client bundle."""
     folder.mkdir(parents=True, exist_ok=True)
     ca, ca_key = _load_or_make_ca(folder)
     server_cert, server_key = _server_cert(ca, ca_key, folder)
-    bundle = folder / "ca-bundle.pem"
+    bundle = bundle_path(folder)
     roots = _certifi_roots().rstrip(b"\n")
     bundle.write_bytes(roots + b"\n\n# azure-dl local workspace CA\n" + ca.public_bytes(serialization.Encoding.PEM))
     return TlsFiles(ca_cert=folder / "ca.pem", server_cert=server_cert, server_key=server_key, bundle=bundle)

@@ -430,7 +430,8 @@ def test_download_all_puts_the_model_output_on_top(tmp_path: Path) -> None:
     assert result.complete and (result.output_name, result.other_outputs) == ("model", ("checkpoints",))
     assert (out / "model.onnx").is_file() and (out / "checkpoints" / "last.pt").read_bytes() == b"ckpt"
     assert (out / "artifacts" / "user_logs" / "std_log.txt").read_text() == "epoch 1\nepoch 2"
-    assert jobs.calls_to("download")[0].kwargs["all"] is True
+    calls = [(call.kwargs["output_name"], call.kwargs["all"]) for call in jobs.calls_to("download")]
+    assert calls == [(None, False), ("checkpoints", False), ("model", False)]  # output by output, not all=True
 
 
 def test_download_reports_an_incomplete_training_folder(tmp_path: Path) -> None:
@@ -464,7 +465,7 @@ def test_download_keeps_whatever_else_azure_wrote(tmp_path: Path) -> None:
 
         def download(self, name: str, **kwargs: Any) -> None:
             super().download(name, **kwargs)
-            (Path(kwargs["download_path"]) / "hd-artifacts" / "azureml-logs").mkdir(parents=True)
+            (Path(kwargs["download_path"]) / "hd-artifacts" / "azureml-logs").mkdir(parents=True, exist_ok=True)
 
     jobs = SweepDownloads()
     client = fake_ml_client(jobs=jobs)

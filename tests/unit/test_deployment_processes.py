@@ -65,5 +65,5 @@ def test_what_cannot_run_is_refused_naming_it(tmp_path: Path) -> None:
 def test_the_processes_of_a_service_live_in_its_helpers(tmp_path: Path) -> None:
     context = _context(tmp_path)
     processes = deployment_processes.of(context)
-    assert deployment_processes.of(context) is processes and context.helpers == [processes]
+    assert deployment_processes.of(context) is processes and context.helpers == {"deployments": processes}
     processes.stop()  # nothing running: a no-op

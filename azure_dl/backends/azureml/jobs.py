@@ -28,6 +28,9 @@ from azure_dl.errors import AzureDLError, ConfigError, SpecError
 from azure_dl.workspace import WorkspaceSettings
 from training_scripts.model_folder import ONNX_FILE, TRAINING_OUTPUT_FILES
 
+# The output every job has: the artifact store folder with its logs (azure.ai.ml DEFAULT_ARTIFACT_STORE_OUTPUT_NAME).
+DEFAULT_OUTPUT = "default"
+
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled", "notresponding", "paused"})
 TRANSIENT_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 # Pauses between whole create attempts, after azure-core's own per-request retries have given up.
@@ -451,6 +454,14 @@ def download_job(ml_client: Any, name: str, out_dir: Path, *, output_name: str |
         with sdk_errors(f"download the outputs of job {name}"):
             if output_name:
                 ml_client.jobs.download(name, download_path=str(staging), output_name=output_name)
+            elif named := [output for output in declared if output != DEFAULT_OUTPUT]:
+                # Output by output rather than all=True: with all=True azure-ai-ml 1.35.2 downloads only the
+                # outputs run history lists, and resolving a listed data output crashes in the SDK
+                # (BatchDataUriResponse has no `values_property`); by name it also finds an output at its
+                # default path (azureml/JOB/OUTPUT/ on the default datastore).
+                ml_client.jobs.download(name, download_path=str(staging))  # the logs (default artifacts)
+                for output in named:
+                    ml_client.jobs.download(name, download_path=str(staging), output_name=output)
             else:
                 ml_client.jobs.download(name, download_path=str(staging), all=True)
         top, others = _flatten(staging, out, name, output_name)
