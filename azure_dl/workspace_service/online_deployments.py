@@ -7,14 +7,18 @@ properties (endpointComputeType, instanceType, model, codeConfiguration, environ
 ...), polled like the endpoint's PUT. The body answered is the properties as PUT plus `provisioningState`, in
 the REST model's shape (azure/ai/ml/_restclient/arm_ml_service/models: OnlineDeployment).
 
-A deployment is recorded, not run: the service does not start its scoring script yet. So that nobody mistakes a
-record for a serving deployment, the PUT's operation ends "Failed" with an error that says so (the SDK's poller
-raises it), the deployment's provisioningState reads "Failed", getLogs says that no container ran, and scoring
-requests routed to it answer 501 (scoring.py). Its record stays, so traffic can name it and delete removes it.
+A deployment runs (deployment_processes.py): the PUT checks what it names, starts the deployment's scoring
+process group and answers at once ("Creating"/"Updating"); its operation stays "Updating", as the recorded live
+polls show, until azmlinfsrv is ready - then the operation and the provisioningState read "Succeeded" - or until
+init() crashes, when they read "Failed" with the server log's last lines as the error (the SDK's poller raises it).
+A PUT of an existing deployment replaces its processes. getLogs returns the server's log (`tail` lines); the
+StorageInitializer container has none here (the files are on disk already), and says so. On start, the service
+starts again the deployments its state says were running.
 The live service's rules that are kept: the endpoint must exist; names are 3-32 letters, digits and '-'; a
 managed deployment needs instanceType and at least one instance; a workspace model or code version it names
-must exist; a deployment that takes live or mirror traffic cannot be deleted. Kubernetes deployments are checked
-by kubernetes_endpoints.py (an instance type of the endpoint's compute, scale settings), then kept the same way.
+must exist; a deployment that takes live or mirror traffic cannot be deleted (deleting one stops its processes).
+Kubernetes deployments are checked by kubernetes_endpoints.py (an instance type of the endpoint's compute, scale
+settings), then run the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from azure_dl.workspace_service import codes, kubernetes_endpoints, models, online_endpoints, operations
+from azure_dl.workspace_service import (
+    codes,
+    deployment_processes,
+    kubernetes_endpoints,
+    models,
+    online_endpoints,
+    operations,
+)
 from azure_dl.workspace_service.context import LOCATION, PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -32,15 +43,17 @@ from azure_dl.workspace_service.workspaces import check_scope
 KIND = online_endpoints.DEPLOYMENT_KIND
 ROUTE = online_endpoints.ROUTE + "/{endpoint}/deployments"
 LOG_CONTAINERS = {"storageinitializer": "StorageInitializer", "inferenceserver": "InferenceServer"}
-NOT_RUNNING_CODE = "DeploymentNotRunning"
+# Azure's code for a deployment whose container crashed or never became ready.
+NOT_READY_CODE = "ResourceNotReady"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{2,31}$")
-# What the live service fills in when a PUT leaves them out (Azure ML's documented defaults); the SDK reads
-# scaleSettings.scaleType, so a body without it cannot even be read back.
+# What the live service fills in when a PUT leaves them out (as the recorded answer shows,
+# tests/fixtures/recordings/online_deployment_create.json); the SDK reads scaleSettings.scaleType, so a body
+# without it cannot even be read back.
 DEFAULTS: dict[str, Any] = {
     "scaleSettings": {"scaleType": "Default"},
-    "requestSettings": {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1, "maxQueueWait": "PT0.5S"},
+    "requestSettings": {"requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1, "maxQueueWait": "PT0S"},
     "livenessProbe": {
-        "initialDelay": "PT10M",
+        "initialDelay": "PT10S",
         "period": "PT10S",
         "timeout": "PT2S",
         "successThreshold": 1,
@@ -55,16 +68,11 @@ DEFAULTS: dict[str, Any] = {
     },
     "appInsightsEnabled": False,
     "egressPublicNetworkAccess": "Enabled",
+    "modelMountPath": None,
+    "dataCollector": None,
 }
+
 _VERSIONED = re.compile(r"/workspaces/[^/]+/(?P<kind>models|codes)/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
-
-
-def not_running(endpoint: str, deployment: str) -> str:
-    return (
-        f"deployment {deployment} of endpoint {endpoint} is recorded but not running: the local azure-dl "
-        "workspace service does not run scoring scripts yet, so scoring requests routed to it answer 501 "
-        "(see docs/architecture.md, 'The local workspace service')"
-    )
 
 
 def _key(endpoint: str, name: str) -> str:
@@ -77,11 +85,21 @@ def _now() -> str:
 
 def body(context: ServiceContext, record: dict[str, Any], state: str | None = None) -> dict[str, Any]:
     endpoint, name = record["endpoint"], record["name"]
+    operation = (
+        {"AzureAsyncOperationUri": operations.status_url(context, record["operation"])}
+        if record.get("operation")
+        else {}
+    )
     return {
         "id": f"{context.workspace_id}/onlineEndpoints/{endpoint}/deployments/{name}",
         "name": name,
         "type": f"{PROVIDER}/workspaces/onlineEndpoints/deployments",
-        "properties": {**record["properties"], "provisioningState": state or record["state"]},
+        "properties": {
+            **record["properties"],
+            # As recorded: the deployment's own properties name the operation that made it.
+            "properties": {**(record["properties"].get("properties") or {}), **operation},
+            "provisioningState": state or record["state"],
+        },
         "systemData": {
             "createdAt": record["createdAt"],
             "createdBy": "azure-dl",
@@ -90,7 +108,7 @@ def body(context: ServiceContext, record: dict[str, Any], state: str | None = No
         "tags": record.get("tags") or {},
         "location": LOCATION,
         "kind": "Managed",
-        "sku": record["sku"],
+        "sku": {"tier": "Standard", **record["sku"]},
     }
 
 
@@ -163,30 +181,55 @@ def register(router: Router, context: ServiceContext) -> None:
         records = online_endpoints.deployments_of(context, endpoint["name"])
         return json_response(200, {"value": [body(context, record) for record in records]})
 
+    def _start(record: dict[str, Any], operation_id: str | None) -> None:
+        """Start the record's processes; their outcome ends operation `operation_id` and sets the record's state."""
+        endpoint, name = record["endpoint"], record["name"]
+        capacity = record["sku"]["capacity"]
+        spec = deployment_processes.server_spec(context, endpoint, name, record["properties"], capacity)
+
+        def _done(error: str | None) -> None:
+            current = context.store.get(KIND, _key(endpoint, name))
+            if current is not None and current.get("operation") == operation_id:
+                current["state"] = "Failed" if error else "Succeeded"
+                current["error"] = error
+                context.store.put(KIND, _key(endpoint, name), current)
+            if operation_id is not None:
+                failure = {"code": NOT_READY_CODE, "message": f"deployment {name} of endpoint {endpoint}: {error}"}
+                operations.complete(context, operation_id, error=failure if error else None)
+
+        deployment_processes.of(context).start(
+            spec,
+            endpoint,
+            name,
+            deployment_processes.log_dir(context, endpoint, name) / deployment_processes.LOG_FILE,
+            deployment_processes.limits(record["properties"], capacity),
+            _done,
+        )
+
     def _put(request: Request) -> Response:
         endpoint = _endpoint(request)["name"]
         name = request.params["name"]
         document = request.json()
         properties, capacity = _validated(context, endpoint, name, document)
+        # What it will run is checked before the answer: a bad code or model is the PUT's 400, not a failed start.
+        deployment_processes.server_spec(context, endpoint, name, properties, capacity)
         existing = context.store.get(KIND, _key(endpoint, name))
         now = _now()
+        operation_id, headers = operations.started(context, online_endpoints.resource_url(context, endpoint, name))
+        state = "Updating" if existing else "Creating"
         record = {
             "endpoint": endpoint,
             "name": name,
             "properties": properties,
             "sku": {"name": (document.get("sku") or {}).get("name") or "Default", "capacity": capacity},
             "tags": document.get("tags") or {},
-            "state": "Failed",
+            "state": state,
+            "operation": operation_id,
             "createdAt": existing["createdAt"] if existing else now,
             "modifiedAt": now,
         }
         context.store.put(KIND, _key(endpoint, name), record)
-        headers = operations.finished(
-            context,
-            online_endpoints.resource_url(context, endpoint, name),
-            error={"code": NOT_RUNNING_CODE, "message": not_running(endpoint, name)},
-        )
-        state = "Updating" if existing else "Creating"
+        _start(record, operation_id)
         return json_response(200 if existing else 201, body(context, record, state), headers)
 
     def _delete(request: Request) -> Response:
@@ -202,6 +245,7 @@ def register(router: Router, context: ServiceContext) -> None:
                     "move that traffic to another deployment (or to 0) before deleting it",
                 )
         context.store.delete(KIND, _key(endpoint["name"], name))
+        deployment_processes.of(context).stop_one(endpoint["name"], name)
         url = online_endpoints.resource_url(context, endpoint["name"], name)
         return Response(202, b"", operations.result_location(context, operations.finished(context, url)))
 
@@ -215,14 +259,26 @@ def register(router: Router, context: ServiceContext) -> None:
             raise ApiError(
                 400, "BadArgument", f"containerType {container!r}: give {' or '.join(LOG_CONTAINERS.values())}"
             )
-        lines = [
-            f"azure-dl local workspace service: no {LOG_CONTAINERS[str(container).lower()]} container ran.",
-            not_running(endpoint, name),
-        ]
+        log = deployment_processes.log_dir(context, endpoint, name) / deployment_processes.LOG_FILE
+        if str(container).lower() == "storageinitializer":
+            lines = ["azure-dl local workspace service: no StorageInitializer runs; the model and code are on disk."]
+        elif log.is_file():
+            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        else:
+            lines = [f"azure-dl local workspace service: deployment {name} has not written a log yet."]
         tail = (document or {}).get("tail")
         if isinstance(tail, int) and tail >= 0:
             lines = lines[-tail:] if tail else []
         return json_response(200, {"content": "\n".join(lines) + ("\n" if lines else "")})
+
+    # Deployments the state says were running (or starting) when the service last stopped run again.
+    for record in context.store.list(KIND):
+        if record.get("state") in ("Succeeded", "Creating", "Updating"):
+            try:
+                _start(record, record.get("operation"))
+            except ApiError as exc:  # its code or model went away: say so on the record
+                record.update({"state": "Failed", "error": exc.message})
+                context.store.put(KIND, _key(record["endpoint"], record["name"]), record)
 
     router.add("GET", ROUTE, authenticated(context, _list))
     router.add("GET", ROUTE + "/{name}", authenticated(context, _get))

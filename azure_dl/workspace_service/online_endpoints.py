@@ -12,7 +12,8 @@ existing deployments, traffic shares are 0-100 and add up to 100 (or 0 when noth
 at most 50 and goes to a deployment without live traffic. A Kubernetes endpoint (`properties.compute`) must name an
 attached Kubernetes compute (kubernetes_endpoints.py).
 Deployments are kept beside their endpoint (kind "online-deployments", key "ENDPOINT/DEPLOYMENT";
-online_deployments.py); deleting an endpoint deletes them. Endpoint records: kind "online-endpoints", key NAME.
+online_deployments.py); deleting an endpoint deletes them and stops their processes. Endpoint records: kind
+"online-endpoints", key NAME.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from azure_dl.workspace_service import kubernetes_endpoints, operations
+from azure_dl.workspace_service import deployment_processes, kubernetes_endpoints, operations
 from azure_dl.workspace_service.context import LOCATION, PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import PRINCIPAL_ID, TENANT_ID, authenticated, issue_token
@@ -225,6 +226,7 @@ def register(router: Router, context: ServiceContext) -> None:
         name = record["name"]
         for deployment in deployments_of(context, name):
             context.store.delete(DEPLOYMENT_KIND, f"{name}/{deployment['name']}")
+            deployment_processes.of(context).stop_one(name, deployment["name"])
         context.store.delete(KIND, name)
         headers = operations.result_location(context, operations.finished(context, resource_url(context, name)))
         return Response(202, b"", headers)

@@ -105,3 +105,30 @@ def faults(workspace_service: WorkspaceService) -> Iterator[Faults]:
     workspace_service.faults.clear()
     yield workspace_service.faults
     workspace_service.faults.clear()
+
+
+@pytest.fixture(scope="module")
+def module_connection(workspace_service: WorkspaceService) -> Iterator[dict[str, str]]:
+    """`connection` for a whole module, for module-scoped fixtures that run the CLI or the SDK (such as starting a
+    module's deployments once); per-test `connection` still applies on top and undoes back to these values."""
+    values = read_connection_file(workspace_service.connection_file)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _CLEARED:
+            patch.delenv(name, raising=False)
+        for key, value in values.items():
+            patch.setenv(key, value)
+        yield values
+
+
+@pytest.fixture(autouse=True)
+def _no_pinned_invoke_deployment() -> Iterator[None]:
+    """azure-ai-ml 1.35.2's `online_endpoints.invoke(..., deployment_name=D)` writes the azureml-model-deployment
+    header into a class-level dict (EndpointInvokeFields.DEFAULT_HEADER), so every later invoke in the process
+    goes to D: drop it after each test, so that no test's smoke test (azure-dl deploy) pins another's invoke."""
+    yield
+    import sys
+
+    if "azure.ai.ml" in sys.modules:
+        from azure.ai.ml.constants._endpoint import EndpointInvokeFields
+
+        EndpointInvokeFields.DEFAULT_HEADER.pop(EndpointInvokeFields.MODEL_DEPLOYMENT, None)

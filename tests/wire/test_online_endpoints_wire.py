@@ -1,5 +1,6 @@
-"""Managed online endpoints and deployments through the real SDK: create (long-running, polled), traffic and
-mirror traffic round trips, keys and tokens, logs, the scoring front's auth and routing, delete."""
+"""Managed online endpoints and deployments through the real SDK: create (long-running, polled until the
+deployment's scoring process answers), traffic and mirror traffic round trips, keys and tokens, logs, the scoring
+front's auth and routing, delete. Serving a real model: test_endpoints_serving_wire.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from azure_dl.workspace_service import deployment_processes
+from azure_dl.workspace_service.service import WorkspaceService
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::marshmallow.warnings.ChangedInMarshmallow4Warning",
@@ -58,7 +62,7 @@ def registered_model(ml_client, tmp_path: Path) -> str:  # type: ignore[no-untyp
 
 
 def test_an_endpoint_and_its_deployments_are_records_with_traffic_keys_and_delete(
-    ml_client, registered_model: str, tmp_path: Path
+    ml_client, registered_model: str, tmp_path: Path, workspace_service: WorkspaceService
 ) -> None:  # type: ignore[no-untyped-def]
     from azure.ai.ml.entities import ManagedOnlineEndpoint
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -69,17 +73,17 @@ def test_an_endpoint_and_its_deployments_are_records_with_traffic_keys_and_delet
     assert (created.provisioning_state, created.auth_mode, created.tags) == ("Succeeded", "key", {"team": "nlp"})
     assert created.scoring_uri.endswith("/inference/wire-ep/score")
 
-    # The deployment is recorded, and its operation fails saying that it does not run.
+    # Each deployment's operation is polled until its scoring process answers.
     for name in ("blue", "green"):
-        with pytest.raises(HttpResponseError, match="recorded but not running"):
-            ml_client.online_deployments.begin_create_or_update(
-                _deployment(tmp_path, name, "wire-ep", registered_model)
-            ).result()
+        done = ml_client.online_deployments.begin_create_or_update(
+            _deployment(tmp_path, name, "wire-ep", registered_model)
+        ).result()
+        assert done.provisioning_state == "Succeeded"
     blue = ml_client.online_deployments.get("blue", "wire-ep")
-    assert (blue.provisioning_state, blue.instance_type, blue.instance_count) == ("Failed", "Standard_DS3_v2", 1)
+    assert (blue.provisioning_state, blue.instance_type, blue.instance_count) == ("Succeeded", "Standard_DS3_v2", 1)
     assert "ep-model" in blue.model
     assert sorted(d.name for d in ml_client.online_deployments.list("wire-ep")) == ["blue", "green"]
-    assert "recorded but not running" in ml_client.online_deployments.get_logs("blue", "wire-ep", lines=10)
+    assert "ready for serving traffic" in ml_client.online_deployments.get_logs("blue", "wire-ep", lines=10)
 
     endpoint = ml_client.online_endpoints.get("wire-ep")
     assert endpoint.traffic == {"blue": 0, "green": 0}
@@ -109,8 +113,13 @@ def test_an_endpoint_and_its_deployments_are_records_with_traffic_keys_and_delet
         ml_client.online_deployments.begin_delete("green", "wire-ep").result()
     endpoint.traffic, endpoint.mirror_traffic = {"blue": 100}, {}
     ml_client.online_endpoints.begin_create_or_update(endpoint).result()
+    assert workspace_service.context is not None
+    processes = deployment_processes.of(workspace_service.context)
+    green = processes.get("wire-ep", "green")
+    assert green is not None and green.server.process is not None
     ml_client.online_deployments.begin_delete("green", "wire-ep").result()
     assert [d.name for d in ml_client.online_deployments.list("wire-ep")] == ["blue"]
+    assert processes.get("wire-ep", "green") is None and green.server.process.poll() is not None  # stopped
     ml_client.online_endpoints.begin_delete("wire-ep").result()
     with pytest.raises(ResourceNotFoundError):
         ml_client.online_endpoints.get("wire-ep")
@@ -118,19 +127,15 @@ def test_an_endpoint_and_its_deployments_are_records_with_traffic_keys_and_delet
         ml_client.online_deployments.get("blue", "wire-ep")
 
 
-def test_the_scoring_front_authenticates_routes_and_answers_501(
-    ml_client, registered_model: str, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_the_scoring_front_authenticates_routes_and_forwards(ml_client, registered_model: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from azure.ai.ml.entities import ManagedOnlineEndpoint
-    from azure.core.exceptions import HttpResponseError
 
     ml_client.online_endpoints.begin_create_or_update(
         ManagedOnlineEndpoint(name="wire-score", auth_mode="key")
     ).result()
-    with pytest.raises(HttpResponseError):
-        ml_client.online_deployments.begin_create_or_update(
-            _deployment(tmp_path, "blue", "wire-score", registered_model)
-        ).result()
+    ml_client.online_deployments.begin_create_or_update(
+        _deployment(tmp_path, "blue", "wire-score", registered_model)
+    ).result()
     endpoint = ml_client.online_endpoints.get("wire-score")
     key = ml_client.online_endpoints.get_keys("wire-score").primary_key
 
@@ -139,7 +144,7 @@ def test_the_scoring_front_authenticates_routes_and_answers_501(
     status, answer, _ = _score(endpoint.scoring_uri, key)
     assert status == 404 and "no deployment" in answer["error"]["message"]  # no traffic yet
     status, answer, headers = _score(endpoint.scoring_uri, key, {"azureml-model-deployment": "blue"})
-    assert status == 501 and "not running" in answer["error"]["message"]
+    assert (status, json.loads(answer)) == (200, {"data": [1]})  # the echo script's answer (a JSON string)
     assert headers["azureml-model-deployment"] == "blue"
     assert _score(endpoint.scoring_uri, key, {"azureml-model-deployment": "red"})[0] == 404
 
@@ -147,8 +152,8 @@ def test_the_scoring_front_authenticates_routes_and_answers_501(
     ml_client.online_endpoints.begin_create_or_update(endpoint).result()
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"data": [1]}))
-    with pytest.raises(HttpResponseError, match="not running"):
-        ml_client.online_endpoints.invoke("wire-score", request_file=str(request))
+    answered = ml_client.online_endpoints.invoke("wire-score", request_file=str(request))
+    assert json.loads(json.loads(answered)) == {"data": [1]}
 
     # AMLToken: a token from POST .../token, for this endpoint only.
     ml_client.online_endpoints.begin_create_or_update(

@@ -294,3 +294,58 @@ def test_online_endpoint_metrics_match_the_recorded_metrics_answer(workspace_ser
     assert series.keys() == recorded_series.keys()
     assert [point.keys() for point in series["data"][:2]] == [point.keys() for point in recorded_series["data"]]
     assert series["data"][0]["count"] == 0  # no requests: a count of 0, as recorded, not a missing value
+
+
+def test_online_deployment_put_and_its_running_operation_match_the_recording(
+    ml_client, workspace_service: WorkspaceService, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from azure.ai.ml.entities import Model
+    from azure.ai.ml.entities._assets import Code
+
+    (endpoint_put, _poll) = _recorded("online_endpoint_create.json")
+    put, poll = _recorded("online_deployment_create.json")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
+    code = ml_client._code.create_or_update(Code(path=str(source), name="shape-deployment-code", version="1"))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.bin").write_text("shape")
+    model = ml_client.models.create_or_update(Model(name="shape-deployment-model", version="1", path=str(weights)))
+    assert workspace_service.context is not None
+    endpoint = f"{workspace_service.context.workspace_id}/onlineEndpoints/shape-deployments"
+    status, _headers, _body = _send(
+        workspace_service, "PUT", f"{endpoint}?api-version=2022-02-01-preview", endpoint_put["RequestBody"]
+    )
+    assert status == 201
+
+    # The recorded request, replayed with this workspace's code and model.
+    sent = json.loads(json.dumps(put["RequestBody"]))
+    sent["properties"]["codeConfiguration"]["codeId"] = code.id
+    sent["properties"]["model"] = model.id
+    url = f"{endpoint}/deployments/shape-blue?api-version=2023-04-01-preview"
+    status, headers, body = _send(workspace_service, "PUT", url, sent)
+    recorded = put["ResponseBody"]
+    assert status == put["StatusCode"]
+    assert set(put["ResponseHeaders"]) <= set(headers)
+    assert body.keys() == recorded.keys()
+    assert body["properties"].keys() == recorded["properties"].keys()
+    assert body["properties"]["properties"].keys() == recorded["properties"]["properties"].keys()
+    assert body["properties"]["requestSettings"] == recorded["properties"]["requestSettings"]
+    assert body["properties"]["readinessProbe"] == recorded["properties"]["readinessProbe"]
+    assert body["sku"] == recorded["sku"]
+    assert body["properties"]["provisioningState"] == "Creating"
+
+    operation = headers["Azure-AsyncOperation"].removeprefix(workspace_service.context.base_url)
+    status, body = _call(workspace_service, operation)  # its scoring process is still starting
+    assert (status, body.keys(), body["status"]) == (poll["StatusCode"], poll["ResponseBody"].keys(), "Updating")
+    assert body["endTime"] == poll["ResponseBody"]["endTime"]
+    deadline = time.monotonic() + 60
+    while body["status"] == "Updating" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, body = _call(workspace_service, operation)
+    assert body["status"] == "Succeeded"
+    status, _headers, _body = _send(workspace_service, "DELETE", f"{endpoint}?api-version=2022-02-01-preview")
+    assert status == 202

@@ -1,8 +1,10 @@
 """A local endpoint: a model's scoring script under the real Azure ML inference server (azmlinfsrv) on this machine.
 
 `LocalEndpoint` stages what an Azure ML deployment container holds - the uploaded code (a copy of
-training_scripts/) and the model in Azure's layout (AZUREML_MODEL_DIR = azureml-models/NAME/VERSION, the registered
-folder one level below it, here a symlink to the model folder) - and sets AML_APP_ROOT as Azure ML does, to the
+training_scripts/, or with `ServerSpec.code_dir` a deployment's own code folder and `scoring_script` in it, as the
+local workspace service runs a deployment's uploaded code asset) and the model in Azure's layout
+(AZUREML_MODEL_DIR = azureml-models/NAME/VERSION, the registered folder one level below it, here a symlink to the
+model folder) - and sets AML_APP_ROOT as Azure ML does, to the
 folder of the scoring script (code/training_scripts, so the scripts must find their package themselves). It starts
 the server in its own process group, waits until `GET /` answers "Healthy", and stops the whole group (SIGTERM,
 then SIGKILL) on `stop()`, which drains in-flight requests first. The server binds
@@ -28,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -117,6 +119,27 @@ def stage_code_root(destination: Path, training_scripts: Path | None = None) -> 
         shutil.rmtree(target)
     shutil.copytree(training_scripts, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
     return destination
+
+
+def copy_code_root(source: Path, destination: Path) -> Path:
+    """Copy a deployment's own code folder (no caches) to `destination`: the code root the container gets."""
+    if not source.is_dir():
+        raise AzureDLError(f"the deployment's code folder {source} does not exist")
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return destination
+
+
+def scoring_script_in(code_root: Path, scoring_script: str) -> Path:
+    """`scoring_script` (relative, as code_configuration names it) inside the code root; an error if it is not."""
+    script = (code_root / scoring_script).resolve()
+    if not script.is_relative_to(code_root.resolve()) or not script.is_file():
+        raise AzureDLError(
+            f"scoring script {scoring_script!r} is not a file in the deployment's code",
+            hint="code_configuration.scoring_script is relative to code_configuration.code",
+        )
+    return script
 
 
 def stage_launcher(destination: Path) -> Path:
@@ -237,6 +260,11 @@ class ServerSpec:
     port: int = DEFAULT_PORT
     workers: int = 1
     isolated: bool = False  # a separate inference environment (see server_env)
+    # A deployment's own code: this folder is the code root (instead of a copy of training_scripts/), the script
+    # is `scoring_script` in it, and PYTHONPATH is that root, so its packages win over any installed copy.
+    code_dir: Path | None = None
+    scoring_script: str | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)  # the deployment's environment_variables
 
     @property
     def base_url(self) -> str:
@@ -264,7 +292,22 @@ class LocalEndpoint:
         spec = self.spec
         check_port_free(spec.host, spec.port)
         self._staging = staging = Path(tempfile.mkdtemp(prefix="azure-dl-serve-"))
-        script = entry_script(stage_code_root(staging / "code"), spec.task)
+        try:
+            self._launch(staging)
+        except BaseException:  # a missing scoring script or an unstartable Python: leave no staging behind
+            self._cleanup()
+            raise
+
+    def _launch(self, staging: Path) -> None:
+        spec = self.spec
+        if spec.code_dir is None:
+            code_root = stage_code_root(staging / "code")
+        else:
+            code_root = copy_code_root(spec.code_dir, staging / "code")
+        if spec.scoring_script:
+            script = scoring_script_in(code_root, spec.scoring_script)
+        else:
+            script = entry_script(code_root, spec.task)
         launcher = stage_launcher(staging / "launcher")
         model_root = stage_model_dir(staging / "azureml-models", spec.model_dir, spec.model_name, spec.model_version)
         runtime_dir = staging / "run"
@@ -273,8 +316,15 @@ class LocalEndpoint:
             spec.python, launcher, script, model_root, host=spec.host, port=spec.port, workers=spec.workers
         )
         env = server_env(
-            os.environ, script.parent, model_root, workers=spec.workers, isolated=spec.isolated, runtime_dir=runtime_dir
+            {**os.environ, **spec.environment},
+            script.parent,
+            model_root,
+            workers=spec.workers,
+            isolated=spec.isolated,
+            runtime_dir=runtime_dir,
         )
+        if spec.code_dir is not None:
+            env["PYTHONPATH"] = str(code_root)
         output: IO[bytes] | None = None
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
