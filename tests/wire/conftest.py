@@ -45,7 +45,19 @@ def connection(workspace_service: WorkspaceService, monkeypatch: pytest.MonkeyPa
     values = read_connection_file(workspace_service.connection_file)
     for key, value in values.items():
         monkeypatch.setenv(key, value)
+    _refresh_azureml_mlflow_clouds()
     return values
+
+
+def _refresh_azureml_mlflow_clouds() -> None:
+    """azureml-mlflow reads ARM_CLOUD_METADATA_URL once, when it is imported (`cloud.KNOWN_CLOUDS`): a unit test
+    that imported it earlier in this process leaves it without the local cloud, so it is read again here, as a
+    fresh process (what a user runs) would read it."""
+    import sys
+
+    cloud = sys.modules.get("azureml.mlflow._common._cloud.cloud")
+    if cloud is not None:
+        cloud.KNOWN_CLOUDS.update(cloud.get_known_clouds())
 
 
 @pytest.fixture()
