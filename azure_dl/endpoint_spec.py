@@ -228,6 +228,8 @@ class DeploymentSpec:
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
     kubernetes: KubernetesSpec | None = None  # None: a managed online deployment
+    # Request telemetry and the scoring script's logs sent to the workspace's Application Insights.
+    app_insights: bool = True
 
     def __post_init__(self) -> None:
         check_name(self.name, "deployment")

@@ -100,6 +100,7 @@ def render_deployment(spec: DeploymentSpec, yaml_dir: Path) -> dict[str, Any]:
         "request_timeout_ms": spec.request_timeout_ms,
         "max_concurrent_requests_per_instance": spec.max_concurrent_requests,
     }
+    document["app_insights_enabled"] = spec.app_insights
     document["liveness_probe"] = _probe(spec.liveness_probe)
     document["readiness_probe"] = _probe(spec.readiness_probe)
     if spec.tags:

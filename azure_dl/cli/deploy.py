@@ -52,6 +52,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--instance-count", type=int, default=1, metavar="N", help="instances (default: 1)")
     parser.add_argument(
+        "--no-app-insights",
+        dest="app_insights",
+        action="store_false",
+        help="do not send the deployment's request telemetry and logs to the workspace's Application Insights "
+        "(sent by default: Azure Monitor then shows the scoring script's logs and per-request traces)",
+    )
+    parser.add_argument(
         "--compute",
         metavar="NAME",
         help="an attached Kubernetes compute (compute attach-k8s): deploy a Kubernetes online endpoint there; "
@@ -240,6 +247,7 @@ def stage(
         instance_type=instance_type or args.instance_type or DEFAULT_INSTANCE_TYPE,
         instance_count=args.instance_count,
         kubernetes=kubernetes,
+        app_insights=args.app_insights,
         request_timeout_ms=args.request_timeout_ms,
         max_concurrent_requests=args.max_concurrent,
         env_vars={MAX_BATCH_ENV: str(args.max_batch), **pairs_to_dict(args.env, "environment variable")},
@@ -321,6 +329,12 @@ def plan_rows(staged: Staged, choice: ModelChoice, state: Any, traffic: Any, mir
         ("instances", scale),
         ("price", price),
         ("idle cost", idle),
+        (
+            "telemetry",
+            "Application Insights (request traces, scoring logs); --no-app-insights turns it off"
+            if deployment.app_insights
+            else "none (--no-app-insights); platform metrics still reach Azure Monitor",
+        ),
         ("rollout", steps + " (only if the smoke test passes)"),
     ]
 

@@ -152,3 +152,12 @@ def test_latest_model_is_rendered_for_an_unregistered_folder(tmp_path: Path) -> 
         tmp_path,
     )
     assert document["model"] == "azureml:reviews-lstm@latest"
+
+
+def test_app_insights_is_on_by_default_and_the_flag_turns_it_off(tmp_path: Path) -> None:
+    import dataclasses
+
+    spec = lstm_deployment(tmp_path)
+    assert render_deployment(spec, tmp_path)["app_insights_enabled"] is True
+    off = dataclasses.replace(spec, app_insights=False)
+    assert render_deployment(off, tmp_path)["app_insights_enabled"] is False
