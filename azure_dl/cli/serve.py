@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 DEFAULT_PORT = 5001  # azmlinfsrv's default (azure_dl.backends.local.endpoints.DEFAULT_PORT)
@@ -98,7 +101,13 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.host not in LOOPBACK:
         note(f"warning: listening on {args.host}: anyone who can reach this machine can call the endpoint (no key)")
-    server = endpoints.LocalEndpoint(spec)
+    from azure_dl.backends.local.request_log import LogFollower, describe, summarize
+
+    # The server writes to a file that is echoed here as it grows, so that its request lines can be counted at exit.
+    log_dir = Path(tempfile.mkdtemp(prefix="azure-dl-serve-log-"))
+    log_path = log_dir / "server.log"
+    server = endpoints.LocalEndpoint(spec, log_path=log_path)
+    follower = LogFollower(log_path, sys.stderr).start()
     restore = _stop_on_signals()
     try:
         server.start()
@@ -120,7 +129,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.stop()
+        follower.stop()
         restore()
+        if log_path.is_file():
+            note(describe(summarize(log_path.read_text(encoding="utf-8", errors="replace").splitlines())))
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def _stop_on_signals() -> Callable[[], None]:
