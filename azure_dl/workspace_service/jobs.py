@@ -63,6 +63,8 @@ def body(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
         "identity": properties.get("identity") or {"identityType": "AMLToken"},
         "componentId": None,
         "notificationSetting": None,
+        # Recorded for command jobs (command_job_create.json); no secrets or autologger settings run locally.
+        "secretsConfiguration": None,
         "jobType": properties["jobType"],
     }
     if properties["jobType"] in PARENT_TYPES:
@@ -80,6 +82,7 @@ def body(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
             "inputs": properties.get("inputs") or {},
             "outputs": output_uris(context, name, properties),
             "distribution": properties.get("distribution"),
+            "autologgerSettings": None,
             "limits": properties.get("limits"),
             "environmentVariables": properties.get("environmentVariables") or {},
             "parameters": {},
