@@ -2,8 +2,8 @@
 history routes `jobs.stream` and `jobs.download` read (runs/{id}/details, rundata).
 
 Bodies follow Azure/azure-sdk-assets python/sdk/ml/azure-ai-ml/tests/recordings/command_job/e2etests/
-test_command_job.pyTestCommandJobtest_command_job_serverless.json (no trimmed copy in
-tests/fixtures/recordings/ yet). A PUT of an existing name answers the existing job and
+test_command_job.pyTestCommandJobtest_command_job_serverless.json (trimmed copy:
+tests/fixtures/recordings/command_job_create.json). A PUT of an existing name answers the existing job and
 starts nothing (the client retries PUTs). The job's default output is the artifact store's
 ExperimentRun/dcid.NAME, where the runner writes user_logs/std_log.txt, ./outputs and ./logs; `jobs.stream` lists
 user_logs/ there through the blob routes and polls runs/{id}/details for the status. Running: job_runner.py.
@@ -63,6 +63,8 @@ def body(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
         "identity": properties.get("identity") or {"identityType": "AMLToken"},
         "componentId": None,
         "notificationSetting": None,
+        # Recorded for command jobs (command_job_create.json); no secrets or autologger settings run locally.
+        "secretsConfiguration": None,
         "jobType": properties["jobType"],
     }
     if properties["jobType"] in PARENT_TYPES:
@@ -80,6 +82,7 @@ def body(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
             "inputs": properties.get("inputs") or {},
             "outputs": output_uris(context, name, properties),
             "distribution": properties.get("distribution"),
+            "autologgerSettings": None,
             "limits": properties.get("limits"),
             "environmentVariables": properties.get("environmentVariables") or {},
             "parameters": {},
