@@ -8,6 +8,7 @@ import ssl
 import urllib.request
 from pathlib import Path
 
+from azure_dl.snapshot import package_dir, stage_snapshot
 from azure_dl.workspace_service.identity import issue_token
 from azure_dl.workspace_service.service import WorkspaceService
 
@@ -57,10 +58,13 @@ def test_a_component_type_the_service_cannot_run_is_a_501_naming_it(workspace_se
     assert "'spark'" in body["error"]["message"] and "command components only" in body["error"]["message"]
 
 
-def test_the_sdk_registers_a_pipeline_component_and_reads_it_back(ml_client) -> None:  # type: ignore[no-untyped-def]
+def test_the_sdk_registers_a_pipeline_component_and_reads_it_back(ml_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from azure.ai.ml import load_component
 
     component = load_component(REPO / "pipelines" / "components" / "evaluate.yml")
+    # The file's `code: ../..` is this repository's root; the SDK walks every file under it (a checkout's .venv too:
+    # ~30 s) before applying .amlignore. `azure-dl pipeline` uploads the staged snapshot instead, and so does this.
+    component.code = str(stage_snapshot(package_dir(), tmp_path / "code").path)
     created = ml_client.components.create_or_update(component)
     assert (created.name, created.version) == ("azure_dl_evaluate", "1")
     fetched = ml_client.components.get("azure_dl_evaluate", "1")
