@@ -15,6 +15,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Two cores run the suite (and its training subprocesses): one intra-op thread per process avoids
 # oversubscription, which made small models about 10x slower. Set before torch is first imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# azure-ai-ml's jobs.stream() sleeps between status reads on a curve that grows from 2 s to 60 s (bounded by its
+# AZUREML_RUN_POLLING_INTERVAL_MIN/MAX environment variables, read once at import): a job of the local service that
+# ends at 50 s was noticed up to 6 s late. One second apart changes no answer, only how soon a test sees it.
+os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MIN", "1")
+os.environ.setdefault("AZUREML_RUN_POLLING_INTERVAL_MAX", "1")
 
 # Tiny datasets and models trained once per session by the real scripts (tests/trained.py).
 pytest_plugins = ["tests.trained"]

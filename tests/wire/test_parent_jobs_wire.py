@@ -31,7 +31,7 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _wait(ml_client, name: str, timeout: float = 60.0) -> str:  # type: ignore[no-untyped-def]
+def _wait(ml_client, name: str, timeout: float = 120.0) -> str:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     status = "unknown"
     while time.monotonic() < deadline:
