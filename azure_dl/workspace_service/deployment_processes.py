@@ -4,8 +4,9 @@ A deployment PUT starts `backends/local/endpoints.LocalEndpoint` (the real infer
 endpoint_launcher.py, on 127.0.0.1 and a free port) with the deployment's OWN code - the code asset's uploaded
 files (`codeConfiguration.codeId` -> its container under DIR/blobs) and `codeConfiguration.scoringScript` in it -
 and the registered model's files as AZUREML_MODEL_DIR (`properties.model` -> the model version's datastore path
-under DIR/blobs), with the deployment's `environmentVariables`. The environment asset is not built: the server
-runs in the service's own Python, which has azmlinfsrv (the log says so). Workers: `sku.capacity`
+under DIR/blobs), with the deployment's `environmentVariables` (and, with `appInsightsEnabled`, azmlinfsrv's
+Application Insights settings, pointing at this service: app_insights.py). The environment asset is not built:
+the server runs in the service's own Python, which has azmlinfsrv (the log says so). Workers: `sku.capacity`
 (instance_count) x the deployment's WORKER_COUNT (default 1), all in that one process group - an instance is one
 gunicorn worker here, not a VM. Readiness is azmlinfsrv's `GET /` answering "Healthy"; an init() that raises
 exits the worker, and the deployment fails with the log's last lines as its error.
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 from azure_dl.backends.local import endpoints as local_endpoints
 from azure_dl.errors import AzureDLError
-from azure_dl.workspace_service import codes, models
+from azure_dl.workspace_service import app_insights, codes, models
 from azure_dl.workspace_service.context import ServiceContext
 from azure_dl.workspace_service.http import ApiError
 
@@ -158,6 +159,9 @@ def server_spec(
         model_dir = log_dir(context, endpoint, name) / "no-model"
         model_dir.mkdir(parents=True, exist_ok=True)
     variables = {str(k): str(v) for k, v in (properties.get("environmentVariables") or {}).items()}
+    # As on Azure, the platform's Application Insights settings win over the deployment's own variables.
+    enabled = bool(properties.get("appInsightsEnabled"))
+    variables.update(app_insights.deployment_environment(context, endpoint, name, enabled=enabled))
     per_instance = variables.get(WORKER_COUNT_ENV, "1")
     if not per_instance.isdigit() or int(per_instance) < 1:
         raise ApiError(400, "BadArgument", f"{where}: {WORKER_COUNT_ENV}={per_instance!r}; give a whole number >= 1")

@@ -18,6 +18,7 @@ from types import FrameType
 
 from azure_dl.errors import ConfigError
 from azure_dl.workspace_service import (
+    app_insights,
     autoscale,
     blobs,
     codes,
@@ -188,6 +189,7 @@ class WorkspaceService:
             endpoint_metrics,
             autoscale,
             kubernetes_computes,
+            app_insights,
         )
         for family in families:
             family.register(server.router, context)
