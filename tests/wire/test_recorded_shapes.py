@@ -7,10 +7,14 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from azure_dl.workspace_service.identity import issue_token
+from azure_dl.workspace_service.paging import PAGE_SIZE_VARIABLE
 from azure_dl.workspace_service.service import WorkspaceService
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "recordings"
@@ -388,3 +392,27 @@ def _call_put(service: WorkspaceService, path: str, body: Any) -> tuple[int, dic
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_a_paged_job_list_matches_the_recorded_next_link(
+    workspace_service: WorkspaceService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No public recording pages a jobs list: the recorded component list is the same service's paged ARM list."""
+    (listed,) = _recorded("component_list_paged.json")
+    recorded_path, recorded_query = listed["ResponseBody"]["nextLink"].split("?", 1)
+    first_query = listed["RequestUri"].split("?", 1)[1]
+    assert recorded_query.startswith(first_query + "&$skipToken=")
+    assert workspace_service.context is not None
+    jobs = f"{workspace_service.context.workspace_id}/jobs"
+    for _ in range(2):  # at least two jobs, so a page of one has a next page
+        job = {"properties": {"jobType": "Command", "command": "true", "experimentName": "shapes-paging"}}
+        _call_put(workspace_service, f"{jobs}/shapes-page-{uuid.uuid4().hex[:8]}?api-version=2025-12-01", job)
+    monkeypatch.setenv(PAGE_SIZE_VARIABLE, "1")
+
+    status, body = _call(workspace_service, f"{jobs}?{first_query}")
+    assert status == listed["StatusCode"]
+    assert body.keys() == listed["ResponseBody"].keys()
+    path, query = body["nextLink"].split("?", 1)
+    assert path.removeprefix(workspace_service.context.base_url).rsplit("/", 1)[1] == "jobs"
+    assert recorded_path.rsplit("/", 1)[1] == "components"
+    assert query.startswith(first_query + "&$skipToken=")
