@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from azure_dl.workspace_service import mlflow_front, paging, parent_jobs, tls
+from azure_dl.workspace_service import mlflow_front, paging, parent_jobs, registries, tls
 from azure_dl.workspace_service.context import PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -110,6 +110,8 @@ def _check_new(context: ServiceContext, name: str, properties: dict[str, Any]) -
         parent_jobs.check(context, name, properties)
     elif not properties.get("command"):
         raise ApiError(400, "UserError", f"job {name}: a command job needs properties.command")
+    else:
+        registries.check_job_environment(properties)  # azureml://registries/...: a 404 naming what is missing
     check_compute(context, name, properties.get("computeId"))
 
 
