@@ -1,4 +1,4 @@
-"""The `azureml` registry's curated environments through the plain SDK: Microsoft's hello-mlflow sample (its
+"""The `azureml` registry's curated environments through the plain SDK: Microsoft's hello-dataset sample (its
 environment is `azureml://registries/azureml/environments/sklearn-1.5/labels/latest`) runs to Completed; a registry
 MLClient discovers the registry and reads its environments; unknown names are 404s naming them."""
 
@@ -30,26 +30,27 @@ def _wait(ml_client: Any, name: str, timeout: float = 60.0) -> str:
     raise AssertionError(f"job {name} still {status} after {timeout}s")
 
 
-def test_the_hello_mlflow_sample_runs_with_its_registry_environment(
-    ml_client: Any, workspace_service: WorkspaceService
+def test_the_hello_dataset_sample_runs_with_its_registry_environment(
+    ml_client: Any, workspace_service: WorkspaceService, tmp_path: Path
 ) -> None:
     from azure.ai.ml import load_job
+    from azure.ai.ml.entities import Data
 
-    job = load_job(EXAMPLES / "command" / "hello-mlflow.yml")
-    job.name = f"hello-mlflow-{uuid.uuid4().hex[:8]}"  # the SDK's names repeat under the test run's seeded random
+    # The sample reads the workspace data asset `sampledata@latest`, as a user's workspace has it.
+    folder = tmp_path / "sampledata"
+    folder.mkdir()
+    (folder / "sample.txt").write_text("sample\n")
+    ml_client.data.create_or_update(Data(name="sampledata", path=str(folder), type="uri_folder"))
+    job = load_job(EXAMPLES / "command" / "hello-dataset.yml")
+    job.name = f"hello-dataset-{uuid.uuid4().hex[:8]}"  # the SDK's names repeat under the test run's seeded random
     created = ml_client.jobs.create_or_update(job)
     assert created.environment == "azureml://registries/azureml/environments/sklearn-1.5/labels/latest"
 
     assert _wait(ml_client, job.name) == "Completed"
     blobs = workspace_service.data_dir / "blobs" / ARTIFACT_CONTAINER
-    log = (blobs / f"{artifact_prefix(job.name)}/{LOG_NAME}").read_text()
-    first = log.splitlines()[0]
-    assert "sklearn-1.5 version 54" in first and "recorded, not built" in first, first
-    # The sample logged through MLflow: its param reached the job's run.
-    import mlflow
-
-    mlflow.set_tracking_uri(ml_client.workspaces.get(ml_client.workspace_name).mlflow_tracking_uri)
-    assert mlflow.get_run(job.name).data.params == {"hello_param": "world"}
+    log = (blobs / f"{artifact_prefix(job.name)}/{LOG_NAME}").read_text().splitlines()
+    assert "sklearn-1.5 version 54" in log[0] and "recorded, not built" in log[0], log
+    assert "sample.txt" in log[1:], log  # `ls ${{inputs.sampledata}}` listed the mounted data
 
 
 def test_an_unknown_registry_environment_is_refused_at_submit_naming_it(ml_client: Any) -> None:
