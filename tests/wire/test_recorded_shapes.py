@@ -416,3 +416,28 @@ def test_a_paged_job_list_matches_the_recorded_next_link(
     assert path.removeprefix(workspace_service.context.base_url).rsplit("/", 1)[1] == "jobs"
     assert recorded_path.rsplit("/", 1)[1] == "components"
     assert query.startswith(first_query + "&$skipToken=")
+
+
+def test_registry_discovery_and_environment_get_match_the_recording(workspace_service: WorkspaceService) -> None:
+    discovered, got = _recorded("registry_environment_get.json")
+    assert workspace_service.context is not None
+
+    status, body = _call(workspace_service, "/registrymanagement/v1.0/registries/azureml/discovery?api-version=v1.0")
+    assert status == discovered["StatusCode"]
+    assert body.keys() == discovered["ResponseBody"].keys()
+    # The SDK's registry base URL is this + "mferp/managementfrontend": it must point back at the service.
+    assert body["primaryRegionResourceProviderUri"] == workspace_service.context.base_url + "/"
+
+    recorded_path = got["RequestUri"].split("/mferp/", 1)[1].split("?")[0]
+    assert recorded_path.endswith("/registries/testFeed/environments/env-test-2846625/versions/1")
+    path = (
+        f"/mferp/managementfrontend/subscriptions/{body['subscriptionId']}/resourceGroups/{body['resourceGroup']}"
+        "/providers/Microsoft.MachineLearningServices/registries/azureml/environments/sklearn-1.5/versions/54"
+    )
+    status, environment = _call(workspace_service, f"{path}?api-version=2021-10-01-dataplanepreview")
+    assert status == got["StatusCode"]
+    assert environment.keys() == got["ResponseBody"].keys()
+    assert environment["properties"].keys() == got["ResponseBody"]["properties"].keys()
+    assert environment["systemData"].keys() == got["ResponseBody"]["systemData"].keys()
+    assert environment["id"] == "azureml://registries/azureml/environments/sklearn-1.5/versions/54"
+    assert (environment["name"], environment["type"]) == ("54", got["ResponseBody"]["type"])
