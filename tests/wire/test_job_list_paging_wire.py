@@ -77,3 +77,16 @@ def test_an_unknown_list_view_type_is_a_400(workspace_service: WorkspaceService)
     status, _, body = _send(workspace_service, "GET", url)
     assert status == 400
     assert "Everything" in body["error"]["message"]
+
+
+def test_an_archived_job_leaves_the_default_list_and_comes_back_on_restore(ml_client: Any) -> None:
+    from azure.ai.ml.constants import ListViewType
+
+    name = _quick_job(ml_client, "archive")
+    ml_client.jobs.archive(name)
+    assert name not in [job.name for job in ml_client.jobs.list()]
+    assert name in [job.name for job in ml_client.jobs.list(list_view_type=ListViewType.ARCHIVED_ONLY)]
+    assert name in [job.name for job in ml_client.jobs.list(list_view_type=ListViewType.ALL)]
+    ml_client.jobs.restore(name)
+    assert name in [job.name for job in ml_client.jobs.list()]
+    assert name not in [job.name for job in ml_client.jobs.list(list_view_type=ListViewType.ARCHIVED_ONLY)]
