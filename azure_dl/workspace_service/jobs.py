@@ -235,7 +235,7 @@ def register(router: Router, context: ServiceContext) -> None:
             records = [r for r in records if bool(r["properties"].get("isArchived")) == archived]
         # Newest first, as Azure lists them; a page at a time (paging.py).
         shown, next_link = paging.page(context, request, records, lambda r: (r["createdAt"], r["name"]))
-        return json_response(200, {"value": [body(context, r) for r in shown], "nextLink": next_link})
+        return json_response(200, paging.document([body(context, r) for r in shown], next_link))
 
     def _cancel(request: Request) -> Response:
         record = _record(context, request)

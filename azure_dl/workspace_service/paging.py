@@ -60,6 +60,11 @@ def _decode(token: str, parameter: str) -> list[Any]:
     return key
 
 
+def document(values: list[Any], next_link: str | None) -> dict[str, Any]:
+    """A list answer: `value`, and `nextLink` only when there is a next page (Azure leaves it out on the last)."""
+    return {"value": values, "nextLink": next_link} if next_link else {"value": values}
+
+
 def page(
     context: ServiceContext,
     request: Request,
@@ -86,7 +91,7 @@ def page(
     top = request.query.get("$top")
     if top is not None:
         if not top.isdigit():
-            raise ApiError(400, "BadRequest", f"$top must be a whole number, not {top!r}")
+            raise ApiError(400, "UserError", f"$top must be a whole number, not {top!r}")
         return ordered[: int(top)], None
     size = page_size()
     if len(ordered) <= size:

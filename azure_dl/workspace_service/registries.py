@@ -264,7 +264,7 @@ def register(router: Router, context: ServiceContext) -> None:
         order = request.query.get("$orderBy", "createdtime desc").lower()
         numbers = list(range(1, int(entry["latest"]) + 1))
         shown, next_link = paging.page(context, request, numbers, lambda n: (n,), descending="desc" in order)
-        return json_response(200, {"value": [version_body(name, n) for n in shown], "nextLink": next_link})
+        return json_response(200, paging.document([version_body(name, n) for n in shown], next_link))
 
     def _container(request: Request) -> Response:
         name = request.params["name"]
@@ -274,7 +274,7 @@ def register(router: Router, context: ServiceContext) -> None:
     def _containers(request: Request) -> Response:
         _scoped(request)
         shown, next_link = paging.page(context, request, sorted(catalogue()), lambda n: (n,), descending=False)
-        return json_response(200, {"value": [container_body(n) for n in shown], "nextLink": next_link})
+        return json_response(200, paging.document([container_body(n) for n in shown], next_link))
 
     def _read_only(request: Request) -> Response:
         _scoped(request)

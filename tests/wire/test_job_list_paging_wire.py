@@ -1,4 +1,5 @@
-"""`ml_client.jobs.list()` pages as Azure does: a page of jobs, newest first, and a nextLink the SDK follows.
+"""`ml_client.jobs.list()` pages as Azure does: a page of jobs, newest first, and a nextLink the SDK follows;
+archived jobs leave the default list; the asset lists page the same way.
 
 Azure's page holds 50 items (paging.py); the test lowers it to 2 through AZURE_DL_SERVE_PAGE_SIZE (read per
 request), so five quick jobs span three pages.
@@ -56,10 +57,10 @@ def test_the_sdk_follows_next_links_and_lists_every_job_once_newest_first(
     assert base == workspace_service.context.base_url + url.split("?")[0]
     assert query.startswith("api-version=2025-12-01&listViewType=ActiveOnly&" + TOKEN_PARAMETER + "=")
     pages = [first]
-    while pages[-1].get("nextLink"):
+    while "nextLink" in pages[-1]:
         _, _, following = _send(workspace_service, "GET", pages[-1]["nextLink"].removeprefix(base.split("/sub")[0]))
         pages.append(following)
-    assert pages[-1]["nextLink"] is None
+    assert "nextLink" not in pages[-1]  # as Azure answers a last page
     assert [job["name"] for page in pages for job in page["value"]] == listed
 
 
@@ -90,3 +91,21 @@ def test_an_archived_job_leaves_the_default_list_and_comes_back_on_restore(ml_cl
     ml_client.jobs.restore(name)
     assert name in [job.name for job in ml_client.jobs.list()]
     assert name not in [job.name for job in ml_client.jobs.list(list_view_type=ListViewType.ARCHIVED_ONLY)]
+
+
+def test_environment_lists_page_too(ml_client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The asset lists share the paging (models, data, components and environments): environments stand for them."""
+    from azure.ai.ml.entities import Environment
+
+    name = f"page-env-{uuid.uuid4().hex[:8]}"
+    for version in ("1", "2", "3"):
+        ml_client.environments.create_or_update(
+            Environment(
+                name=name, version=version, image=f"mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:{version}"
+            )
+        )
+    monkeypatch.setenv(PAGE_SIZE_VARIABLE, "1")
+
+    assert [env.version for env in ml_client.environments.list(name)] == ["3", "2", "1"]
+    names = [env.name for env in ml_client.environments.list()]
+    assert name in names and len(names) == len(set(names)) and names == sorted(names)
