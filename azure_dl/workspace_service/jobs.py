@@ -110,8 +110,8 @@ def _check_new(context: ServiceContext, name: str, properties: dict[str, Any]) -
         parent_jobs.check(context, name, properties)
     elif not properties.get("command"):
         raise ApiError(400, "UserError", f"job {name}: a command job needs properties.command")
-    else:
-        registries.check_job_environment(properties)  # azureml://registries/...: a 404 naming what is missing
+    # An azureml://registries/... environment (a command job's, a sweep's trial's): a 404 naming what is missing.
+    registries.check_job_environment(properties.get("trial") or properties)
     check_compute(context, name, properties.get("computeId"))
 
 
