@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from azure_dl.workspace_service import paging
 from azure_dl.workspace_service.context import PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -140,10 +141,8 @@ def register(router: Router, context: ServiceContext) -> None:
     def _list(request: Request) -> Response:
         check_scope(context, request)
         records = _versions(request.params["name"])
-        top = request.query.get("$top")
-        if top is not None and top.isdigit():
-            records = records[: int(top)]
-        return json_response(200, {"value": [body(context, record) for record in records]})
+        shown, next_link = paging.page(context, request, records, lambda r: (r["createdAt"], r["version"]))
+        return json_response(200, paging.document([body(context, record) for record in shown], next_link))
 
     def _container(request: Request) -> Response:
         check_scope(context, request)

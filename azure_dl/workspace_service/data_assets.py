@@ -22,6 +22,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from azure_dl.workspace_service import paging
 from azure_dl.workspace_service.context import PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -173,7 +174,8 @@ def register(router: Router, context: ServiceContext) -> None:
         check_scope(context, request)
         archived = _view(request)
         records = [r for r in _versions(context, request.params["name"]) if archived in (None, _archived(r))]
-        return json_response(200, {"value": [version_body(context, record) for record in records]})
+        shown, next_link = paging.page(context, request, records, lambda r: (r["createdAt"], r["version"]))
+        return json_response(200, paging.document([version_body(context, record) for record in shown], next_link))
 
     def _get_container(request: Request) -> Response:
         check_scope(context, request)
@@ -206,7 +208,8 @@ def register(router: Router, context: ServiceContext) -> None:
         names = sorted({record["name"] for record in context.store.list(KIND)})
         bodies = [container_body(context, name, _versions(context, name)) for name in names]
         bodies = [body for body in bodies if archived in (None, body["properties"]["isArchived"])]
-        return json_response(200, {"value": bodies})
+        shown, next_link = paging.page(context, request, bodies, lambda body: (body["name"],), descending=False)
+        return json_response(200, paging.document(shown, next_link))
 
     router.add("GET", ROUTE, authenticated(context, _list_containers))
     router.add("GET", ROUTE + "/{name}", authenticated(context, _get_container))

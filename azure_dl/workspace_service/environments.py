@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from azure_dl.workspace_service import paging
 from azure_dl.workspace_service.context import PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -103,6 +104,24 @@ def _versions(context: ServiceContext, name: str) -> list[dict[str, Any]]:
     return sorted(records, key=lambda record: record["createdAt"], reverse=True)
 
 
+def _container(context: ServiceContext, name: str, versions: list[dict[str, Any]]) -> dict[str, Any]:
+    numbers = [int(record["version"]) for record in versions if str(record["version"]).isdigit()]
+    latest = max(versions, key=lambda record: record["createdAt"])
+    return {
+        "id": f"{context.workspace_id}/environments/{name}",
+        "name": name,
+        "type": f"{PROVIDER}/workspaces/environments",
+        "properties": {
+            "description": None,
+            "tags": {},
+            "properties": {},
+            "isArchived": False,
+            "latestVersion": latest["version"],
+            "nextVersion": str(max(numbers, default=0) + 1),
+        },
+    }
+
+
 def register(router: Router, context: ServiceContext) -> None:
     def _get(request: Request) -> Response:
         check_scope(context, request)
@@ -149,10 +168,8 @@ def register(router: Router, context: ServiceContext) -> None:
     def _list(request: Request) -> Response:
         check_scope(context, request)
         records = _versions(context, request.params["name"])
-        top = request.query.get("$top")
-        if top is not None and top.isdigit():
-            records = records[: int(top)]
-        return json_response(200, {"value": [body(context, record) for record in records]})
+        shown, next_link = paging.page(context, request, records, lambda r: (r["createdAt"], r["version"]))
+        return json_response(200, paging.document([body(context, record) for record in shown], next_link))
 
     def _get_container(request: Request) -> Response:
         check_scope(context, request)
@@ -160,23 +177,19 @@ def register(router: Router, context: ServiceContext) -> None:
         versions = [record for record in context.store.list(KIND) if record["name"] == name]
         if not versions:
             raise not_found("environment", name)
-        numbers = [int(record["version"]) for record in versions if str(record["version"]).isdigit()]
-        latest = max(versions, key=lambda record: record["createdAt"])
-        container = {
-            "id": f"{context.workspace_id}/environments/{name}",
-            "name": name,
-            "type": f"{PROVIDER}/workspaces/environments",
-            "properties": {
-                "description": None,
-                "tags": {},
-                "properties": {},
-                "isArchived": False,
-                "latestVersion": latest["version"],
-                "nextVersion": str(max(numbers, default=0) + 1),
-            },
-        }
-        return json_response(200, container)
+        return json_response(200, _container(context, name, versions))
 
+    def _list_containers(request: Request) -> Response:
+        # `environments.list()`: the registered environments (curated ones live in the azureml registry:
+        # registries.py). Sorted by name, a page at a time.
+        check_scope(context, request)
+        records = context.store.list(KIND)
+        names = sorted({record["name"] for record in records})
+        shown, next_link = paging.page(context, request, names, lambda name: (name,), descending=False)
+        bodies = [_container(context, name, [r for r in records if r["name"] == name]) for name in shown]
+        return json_response(200, paging.document(bodies, next_link))
+
+    router.add("GET", ROUTE.removesuffix("/{name}/versions"), authenticated(context, _list_containers))
     router.add("GET", ROUTE.removesuffix("/versions"), authenticated(context, _get_container))
     router.add("GET", ROUTE, authenticated(context, _list))
     router.add("GET", ROUTE + "/{version}", authenticated(context, _get))

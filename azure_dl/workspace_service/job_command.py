@@ -2,8 +2,8 @@
 
 Inputs: literals (integer, number, string, boolean) give their value; uri_file / uri_folder / mltable give a
 local path, from `azureml://datastores/NAME/paths/P`, its long form `azureml://subscriptions/.../datastores/NAME/
-paths/P`, or a data asset `azureml:/subscriptions/.../data/NAME/versions/V` (store kind "data", key NAME/V, its
-properties.dataUri). Named outputs are folders where Azure ML puts them: the default datastore's
+paths/P`, or a data asset `azureml:/subscriptions/.../data/NAME/versions/V` or that id bare (store kind "data",
+key NAME/V, its properties.dataUri). Named outputs are folders where Azure ML puts them: the default datastore's
 azureml/JOB/OUTPUT/. `${{inputs.X}}` and `${{outputs.Y}}` are replaced; a `$[[...]]` block is kept (without its
 brackets) when every input it names is set, dropped otherwise, as Azure ML does.
 """
@@ -24,7 +24,11 @@ from azure_dl.workspace_service.http import ApiError
 FOLDER_OUTPUT_TYPES = ("uri_folder", "custom_model", "mlflow_model", "triton_model")
 LITERAL_TYPES = ("literal", "integer", "number", "string", "boolean")
 _DATASTORE_URI = re.compile(r"^azureml://(?:subscriptions/.+?/)?datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
-_DATA_ASSET = re.compile(r"^azureml:(?:/subscriptions/.+?/data/)?(?P<name>[^/:]+)(?:/versions/|:)(?P<version>[^/]+)$")
+# `azureml:NAME:V`, `azureml:/subscriptions/.../data/NAME/versions/V`, or that ARM id bare: the SDK sends the bare
+# id for an input it resolved from a label (`azureml:NAME@latest`, as Microsoft's hello-dataset sample gives).
+_DATA_ASSET = re.compile(
+    r"^(?:azureml:(?:/subscriptions/.+?/data/)?|/subscriptions/.+?/data/)(?P<name>[^/:]+)(?:/versions/|:)(?P<version>[^/]+)$"
+)
 _CODE_ID = re.compile(r"codes/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
 _BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([\w.-]+)\s*\}\}")
 _OPTIONAL = re.compile(r"\$\[\[(.*?)\]\]", re.S)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from azure_dl.workspace_service import job_command
+from azure_dl.workspace_service import job_command, registries
 from azure_dl.workspace_service.blobs import BlobStore
 from azure_dl.workspace_service.context import ServiceContext
 
@@ -185,6 +185,7 @@ class JobRunner:
             return
         env = self._environment(name, record, job_dir)
         log = LogWriter(self.blobs, f"{artifact_prefix(name)}/{LOG_NAME}")
+        log.write(registries.environment_note(properties.get("environmentId")).encode())
         process = subprocess.Popen(
             ["bash", "-c", command],
             cwd=workdir,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from azure_dl.workspace_service import mlflow_front, parent_jobs, tls
+from azure_dl.workspace_service import mlflow_front, paging, parent_jobs, registries, tls
 from azure_dl.workspace_service.context import PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response, not_found
 from azure_dl.workspace_service.identity import authenticated
@@ -26,6 +26,7 @@ from azure_dl.workspace_service.workspaces import check_scope
 SCOPE = "/subscriptions/{subscription}/resourceGroups/{group}/providers/" + PROVIDER + "/workspaces/{workspace}"
 HISTORY = "/history/v1.0" + SCOPE
 SUPPORTED_TYPES = ("Command", *PARENT_TYPES)
+LIST_VIEWS = ("ActiveOnly", "ArchivedOnly", "All")
 # Fields Azure refuses to change on an existing job (a PUT of the same name with other values is a 400). codeId
 # is left out: a retried create_or_update re-resolves the snapshot and may name another code of the same content.
 IMMUTABLE = ("jobType", "command", "environmentId", "computeId", "inputs", "distribution")
@@ -109,6 +110,8 @@ def _check_new(context: ServiceContext, name: str, properties: dict[str, Any]) -
         parent_jobs.check(context, name, properties)
     elif not properties.get("command"):
         raise ApiError(400, "UserError", f"job {name}: a command job needs properties.command")
+    # An azureml://registries/... environment (a command job's, a sweep's trial's): a 404 naming what is missing.
+    registries.check_job_environment(properties.get("trial") or properties)
     check_compute(context, name, properties.get("computeId"))
 
 
@@ -222,15 +225,17 @@ def register(router: Router, context: ServiceContext) -> None:
 
     def _list(request: Request) -> Response:
         check_scope(context, request)
-        view = request.query.get("listViewType", "ActiveOnly")
+        view = request.query.get("listViewType") or "ActiveOnly"
+        if view not in LIST_VIEWS:
+            raise ApiError(400, "UserError", f"listViewType {view!r} is not one of {', '.join(LIST_VIEWS)}")
         # Trials and steps are listed under their parent (runs/{parent}/children), as Azure ML lists them.
         records = [r for r in context.store.list(KIND) if not r.get("parent")]
-        if view == "ActiveOnly":
-            records = [r for r in records if not r["properties"].get("isArchived")]
-        elif view == "ArchivedOnly":
-            records = [r for r in records if r["properties"].get("isArchived")]
-        records.sort(key=lambda r: r["createdAt"], reverse=True)
-        return json_response(200, {"value": [body(context, r) for r in records], "nextLink": None})
+        if view != "All":
+            archived = view == "ArchivedOnly"
+            records = [r for r in records if bool(r["properties"].get("isArchived")) == archived]
+        # Newest first, as Azure lists them; a page at a time (paging.py).
+        shown, next_link = paging.page(context, request, records, lambda r: (r["createdAt"], r["name"]))
+        return json_response(200, paging.document([body(context, r) for r in shown], next_link))
 
     def _cancel(request: Request) -> Response:
         record = _record(context, request)

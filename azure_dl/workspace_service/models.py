@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from azure_dl.workspace_service import datastores
+from azure_dl.workspace_service import datastores, paging
 from azure_dl.workspace_service.context import PROVIDER, ServiceContext
 from azure_dl.workspace_service.http import ApiError, Request, Response, Router, json_response
 from azure_dl.workspace_service.identity import authenticated
@@ -264,20 +264,17 @@ def register(router: Router, context: ServiceContext) -> None:
         order = (request.query.get("$orderBy") or "createdtime desc").lower().split()
         if order and order[0] not in ("createdtime", "createdat"):
             raise ApiError(400, "UserError", f"$orderBy {request.query['$orderBy']!r}: only createdtime is served")
-        if len(order) > 1 and order[1] == "asc":
-            records.reverse()
         view = _list_view(request)
         records = [r for r in records if _visible(bool(r["properties"].get("isArchived")), view)]
         if request.query.get("version"):
             records = [r for r in records if r["version"] == request.query["version"]]
         if request.query.get("stage"):  # the SDK's models.list(name, stage=...)
             records = [r for r in records if (r["properties"].get("stage") or "Development") == request.query["stage"]]
-        top = request.query.get("$top")
-        if top is not None:
-            if not top.isdigit():
-                raise ApiError(400, "UserError", f"$top must be a whole number, not {top!r}")
-            records = records[: int(top)]
-        return json_response(200, {"value": [version_body(context, record) for record in records]})
+        newest_first = not (len(order) > 1 and order[1] == "asc")
+        shown, next_link = paging.page(
+            context, request, records, lambda r: (r["createdAt"], _version_number(r)), descending=newest_first
+        )
+        return json_response(200, paging.document([version_body(context, record) for record in shown], next_link))
 
     def _container(request: Request) -> tuple[str, dict[str, Any]]:
         check_scope(context, request)
@@ -315,7 +312,8 @@ def register(router: Router, context: ServiceContext) -> None:
         names = sorted({record["name"] for record in context.store.list(KIND)})
         bodies = [container_body(context, name) for name in names]
         bodies = [body for body in bodies if _visible(body["properties"]["isArchived"], view)]
-        return json_response(200, {"value": bodies})
+        shown, next_link = paging.page(context, request, bodies, lambda body: (body["name"],), descending=False)
+        return json_response(200, paging.document(shown, next_link))
 
     router.add("GET", MODELS_ROUTE, authenticated(context, _list_containers))
     router.add("GET", MODELS_ROUTE + "/{name}", authenticated(context, _get_container))

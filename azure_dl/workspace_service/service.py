@@ -30,6 +30,7 @@ from azure_dl.workspace_service import (
     environments,
     faults,
     identity,
+    job_archive,
     jobs,
     kubernetes_computes,
     metadata,
@@ -38,6 +39,7 @@ from azure_dl.workspace_service import (
     online_deployments,
     online_endpoints,
     operations,
+    registries,
     scoring,
     tls,
     usages,
@@ -181,6 +183,7 @@ class WorkspaceService:
             usages,
             mlflow_front,
             jobs,
+            job_archive,
             models,
             operations,
             online_endpoints,
@@ -190,6 +193,7 @@ class WorkspaceService:
             autoscale,
             kubernetes_computes,
             app_insights,
+            registries,
         )
         for family in families:
             family.register(server.router, context)
@@ -213,6 +217,9 @@ class WorkspaceService:
             # azureml-mlflow reads the cloud by this name only (else it asks management.azure.com, and checks
             # artifact URLs against Azure's storage suffix); azure-ai-ml resolves it from the metadata URL.
             "AZUREML_CURRENT_CLOUD": metadata.CLOUD_NAME,
+            # azure-ai-ml finds a registry (azureml://registries/...) only through this for a cloud it does not
+            # know: registries.py answers the discovery, and names this service as the registry's host.
+            "REGISTRY_DISCOVERY_ENDPOINT_URL": f"{context.base_url}/",
             "REQUESTS_CA_BUNDLE": str(bundle),
             # urllib / aiohttp / msal paths that bypass requests read this one.
             "SSL_CERT_FILE": str(bundle),

@@ -7,10 +7,14 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from azure_dl.workspace_service.identity import issue_token
+from azure_dl.workspace_service.paging import PAGE_SIZE_VARIABLE
 from azure_dl.workspace_service.service import WorkspaceService
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "recordings"
@@ -388,3 +392,52 @@ def _call_put(service: WorkspaceService, path: str, body: Any) -> tuple[int, dic
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_a_paged_job_list_matches_the_recorded_next_link(
+    workspace_service: WorkspaceService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No public recording pages a jobs list: the recorded component list is the same service's paged ARM list."""
+    (listed,) = _recorded("component_list_paged.json")
+    recorded_path, recorded_query = listed["ResponseBody"]["nextLink"].split("?", 1)
+    first_query = listed["RequestUri"].split("?", 1)[1]
+    assert recorded_query.startswith(first_query + "&$skipToken=")
+    assert workspace_service.context is not None
+    jobs = f"{workspace_service.context.workspace_id}/jobs"
+    for _ in range(2):  # at least two jobs, so a page of one has a next page
+        job = {"properties": {"jobType": "Command", "command": "true", "experimentName": "shapes-paging"}}
+        _call_put(workspace_service, f"{jobs}/shapes-page-{uuid.uuid4().hex[:8]}?api-version=2025-12-01", job)
+    monkeypatch.setenv(PAGE_SIZE_VARIABLE, "1")
+
+    status, body = _call(workspace_service, f"{jobs}?{first_query}")
+    assert status == listed["StatusCode"]
+    assert body.keys() == listed["ResponseBody"].keys()
+    path, query = body["nextLink"].split("?", 1)
+    assert path.removeprefix(workspace_service.context.base_url).rsplit("/", 1)[1] == "jobs"
+    assert recorded_path.rsplit("/", 1)[1] == "components"
+    assert query.startswith(first_query + "&$skipToken=")
+
+
+def test_registry_discovery_and_environment_get_match_the_recording(workspace_service: WorkspaceService) -> None:
+    discovered, got = _recorded("registry_environment_get.json")
+    assert workspace_service.context is not None
+
+    status, body = _call(workspace_service, "/registrymanagement/v1.0/registries/azureml/discovery?api-version=v1.0")
+    assert status == discovered["StatusCode"]
+    assert body.keys() == discovered["ResponseBody"].keys()
+    # The SDK's registry base URL is this + "mferp/managementfrontend": it must point back at the service.
+    assert body["primaryRegionResourceProviderUri"] == workspace_service.context.base_url + "/"
+
+    recorded_path = got["RequestUri"].split("/mferp/", 1)[1].split("?")[0]
+    assert recorded_path.endswith("/registries/testFeed/environments/env-test-2846625/versions/1")
+    path = (
+        f"/mferp/managementfrontend/subscriptions/{body['subscriptionId']}/resourceGroups/{body['resourceGroup']}"
+        "/providers/Microsoft.MachineLearningServices/registries/azureml/environments/sklearn-1.5/versions/54"
+    )
+    status, environment = _call(workspace_service, f"{path}?api-version=2021-10-01-dataplanepreview")
+    assert status == got["StatusCode"]
+    assert environment.keys() == got["ResponseBody"].keys()
+    assert environment["properties"].keys() == got["ResponseBody"]["properties"].keys()
+    assert environment["systemData"].keys() == got["ResponseBody"]["systemData"].keys()
+    assert environment["id"] == "azureml://registries/azureml/environments/sklearn-1.5/versions/54"
+    assert (environment["name"], environment["type"]) == ("54", got["ResponseBody"]["type"])
