@@ -230,6 +230,9 @@ class DeploymentSpec:
     kubernetes: KubernetesSpec | None = None  # None: a managed online deployment
     # Request telemetry and the scoring script's logs sent to the workspace's Application Insights.
     app_insights: bool = True
+    # Model data collection (`data_collector`): the scoring scripts' inputs and outputs as JSON lines in the
+    # workspace blob store. Off by default: the collected data is stored, and billed, per request.
+    collect_data: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name, "deployment")

@@ -77,7 +77,15 @@ DEFINITIONS: dict[str, EnvironmentDefinition] = {
         name="inference",
         image=CPU_IMAGE,
         description="azure-dl scoring: ONNX Runtime + the Azure ML inference server (no torch)",
-        packages=("onnxruntime", "azureml-inference-server-http", "numpy", "pillow", *DICOM_CODECS),
+        # azureml-ai-monitoring: model data collection (deploy --collect-data); it brings pandas.
+        packages=(
+            "onnxruntime",
+            "azureml-inference-server-http",
+            "azureml-ai-monitoring",
+            "numpy",
+            "pillow",
+            *DICOM_CODECS,
+        ),
     ),
 }
 

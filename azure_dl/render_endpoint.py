@@ -19,6 +19,11 @@ ENDPOINT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/managedOnlineEndp
 DEPLOYMENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json"
 KUBERNETES_ENDPOINT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/kubernetesOnlineEndpoint.schema.json"
 KUBERNETES_DEPLOYMENT_SCHEMA = "https://azuremlschemas.azureedge.net/latest/kubernetesOnlineDeployment.schema.json"
+# Model data collection: the two collections the scoring scripts write (training_scripts/data_collection.py
+# names its Collector objects the same), and where Azure puts collected data by default (Microsoft Learn,
+# "Collect production data from models deployed for real-time inferencing"; azure-ai-ml's DEFAULT_MDC_PATH).
+COLLECTIONS = ("model_inputs", "model_outputs")
+COLLECTED_DATA_ROOT = "azureml://datastores/workspaceblobstore/paths/modelDataCollector"
 HEADER = "# Rendered by azure-dl: exactly what it creates. `az ml {command} create --file {name}` reads it too.\n"
 
 
@@ -68,6 +73,18 @@ def worker_env(spec: DeploymentSpec) -> dict[str, str]:
     return {"WORKER_COUNT": str(spec.max_concurrent_requests), **dict(spec.env_vars)}
 
 
+def data_collector() -> dict[str, Any]:
+    """The deployment's `data_collector`: the collections the scoring scripts' Collector objects are named after
+    (as Microsoft Learn's "Collect production data" spells the YAML; `enabled` is the string the SDK's schema
+    takes). Rolling rate and sampling rate stay Azure's defaults (hourly folders, every request)."""
+    return {"collections": {name: {"enabled": "True"} for name in COLLECTIONS}}
+
+
+def collected_data_path(spec: DeploymentSpec, collection: str) -> str:
+    """Where Azure writes a collection: the workspace blob store, one folder per hour, JSON lines."""
+    return f"{COLLECTED_DATA_ROOT}/{spec.endpoint_name}/{spec.name}/{collection}/yyyy/MM/dd/HH/"
+
+
 def render_deployment(spec: DeploymentSpec, yaml_dir: Path) -> dict[str, Any]:
     """The managed (or Kubernetes) online deployment document; code and conda file paths are relative to `yaml_dir`."""
     kubernetes = spec.kubernetes
@@ -101,6 +118,8 @@ def render_deployment(spec: DeploymentSpec, yaml_dir: Path) -> dict[str, Any]:
         "max_concurrent_requests_per_instance": spec.max_concurrent_requests,
     }
     document["app_insights_enabled"] = spec.app_insights
+    if spec.collect_data:
+        document["data_collector"] = data_collector()
     document["liveness_probe"] = _probe(spec.liveness_probe)
     document["readiness_probe"] = _probe(spec.readiness_probe)
     if spec.tags:

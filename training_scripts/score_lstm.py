@@ -17,15 +17,17 @@ _CODE_ROOT = str(Path(__file__).resolve().parent.parent)
 if _CODE_ROOT not in sys.path:
     sys.path.append(_CODE_ROOT)
 
-from training_scripts import scoring  # noqa: E402
+from training_scripts import data_collection, scoring  # noqa: E402
 
 _scorer: scoring.Scorer | None = None
+_collection: data_collection.DataCollection | None = None  # set when the deployment collects data
 
 
 def init() -> None:
-    global _scorer
+    global _scorer, _collection
     _scorer = scoring.load_scorer(scoring.find_model_dir(), expected_task=scoring.TextScorer.task)
+    _collection = data_collection.from_environment()
 
 
 def run(raw_data: Any) -> Any:
-    return scoring.handle(_scorer, raw_data)
+    return scoring.handle(_scorer, raw_data, _collection)

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from training_scripts.data_collection import DataCollection
 from training_scripts.image_decode import open_image
 from training_scripts.image_formats import ImageDecodeError, ImageTooLargeError, MissingDecoderError
 from training_scripts.image_transforms import image_to_array
@@ -301,12 +302,14 @@ def error_response(status: int, message: str) -> Any:
     return AMLResponse({"message": message}, status, json_str=True)
 
 
-def handle(scorer: Scorer | None, raw_data: Any) -> Any:
-    """run()'s body: the predictions dict, a 400 response for a client error, a 500 response for a server fault."""
+def handle(scorer: Scorer | None, raw_data: Any, collection: DataCollection | None = None) -> Any:
+    """run()'s body: the predictions dict, a 400 response for a client error, a 500 response for a server fault;
+    with `collection` (data_collection.from_environment()), the request's inputs and predictions are collected."""
     try:
         if scorer is None:
             raise RuntimeError("run() was called before init() loaded the model")
-        return scorer.score(parse_body(raw_data, scorer.limits.max_request_bytes))
+        body = parse_body(raw_data, scorer.limits.max_request_bytes)
+        return scorer.score(body) if collection is None else collection.score(scorer, body)
     except RequestError as exc:
         logger.info("rejected a request (%d): %s", exc.status, exc)
         return error_response(exc.status, str(exc))

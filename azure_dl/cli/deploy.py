@@ -59,6 +59,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(sent by default: Azure Monitor then shows the scoring script's logs and per-request traces)",
     )
     parser.add_argument(
+        "--collect-data",
+        action="store_true",
+        help="collect the model's inputs and outputs (model data collection: data_collector with model_inputs and "
+        "model_outputs) as JSON lines in the workspace blob store, modelDataCollector/E/D/...; off by default, "
+        "since the collected data is stored and billed per request",
+    )
+    parser.add_argument(
         "--compute",
         metavar="NAME",
         help="an attached Kubernetes compute (compute attach-k8s): deploy a Kubernetes online endpoint there; "
@@ -248,6 +255,7 @@ def stage(
         instance_count=args.instance_count,
         kubernetes=kubernetes,
         app_insights=args.app_insights,
+        collect_data=args.collect_data,
         request_timeout_ms=args.request_timeout_ms,
         max_concurrent_requests=args.max_concurrent,
         env_vars={MAX_BATCH_ENV: str(args.max_batch), **pairs_to_dict(args.env, "environment variable")},
@@ -335,8 +343,21 @@ def plan_rows(staged: Staged, choice: ModelChoice, state: Any, traffic: Any, mir
             if deployment.app_insights
             else "none (--no-app-insights); platform metrics still reach Azure Monitor",
         ),
+        ("data collection", _collection_row(deployment)),
         ("rollout", steps + " (only if the smoke test passes)"),
     ]
+
+
+def _collection_row(deployment: Any) -> str:
+    from azure_dl.render_endpoint import COLLECTIONS, collected_data_path
+
+    if not deployment.collect_data:
+        return "off (--collect-data collects the model's inputs and outputs)"
+    paths = "; ".join(collected_data_path(deployment, name) for name in COLLECTIONS)
+    return (
+        f"{' and '.join(COLLECTIONS)} as JSON lines, one folder per hour: {paths} (registered as data assets "
+        f"{deployment.endpoint_name}-{deployment.name}-{{collection}}; blob storage bills per GB stored)"
+    )
 
 
 def _managed_price(

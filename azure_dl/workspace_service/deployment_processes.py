@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from azure_dl.backends.local import endpoints as local_endpoints
 from azure_dl.errors import AzureDLError
-from azure_dl.workspace_service import app_insights, codes, models
+from azure_dl.workspace_service import app_insights, codes, data_collection, models
 from azure_dl.workspace_service.context import ServiceContext
 from azure_dl.workspace_service.http import ApiError
 
@@ -162,6 +162,7 @@ def server_spec(
     # As on Azure, the platform's Application Insights settings win over the deployment's own variables.
     enabled = bool(properties.get("appInsightsEnabled"))
     variables.update(app_insights.deployment_environment(context, endpoint, name, enabled=enabled))
+    variables.update(data_collection.environment(context, endpoint, name, properties, log_dir(context, endpoint, name)))
     per_instance = variables.get(WORKER_COUNT_ENV, "1")
     if not per_instance.isdigit() or int(per_instance) < 1:
         raise ApiError(400, "BadArgument", f"{where}: {WORKER_COUNT_ENV}={per_instance!r}; give a whole number >= 1")

@@ -29,6 +29,7 @@ from typing import Any
 
 from azure_dl.workspace_service import (
     codes,
+    data_collection,
     deployment_processes,
     kubernetes_endpoints,
     models,
@@ -163,6 +164,7 @@ def _validated(context: ServiceContext, endpoint: str, name: str, document: Any)
         raise ApiError(400, "BadArgument", f"{where}: sku.capacity (instance_count) is {capacity!r}; give 1 or more")
     _check_asset(context, where, properties.get("model"))
     _check_asset(context, where, (properties.get("codeConfiguration") or {}).get("codeId"))
+    properties = data_collection.checked(where, properties)
     filled = {key: value for key, value in DEFAULTS.items() if properties.get(key) is None}
     return {**properties, **filled}, capacity
 

@@ -86,6 +86,24 @@ def test_dry_run_plan_prices_per_hour_and_per_month(
     assert "~730 USD per month (1.0000 x 730 h)" in printed
 
 
+def test_dry_run_says_where_collected_data_lands(
+    azure: Any, lstm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from azure.ai.ml import load_online_deployment
+
+    assert main(["deploy", str(lstm), "--endpoint", "reviews", "--dry-run", "--out", "off"]) == 0
+    assert "off (--collect-data collects" in capsys.readouterr().out
+
+    assert main(["deploy", str(lstm), "--endpoint", "reviews", "--collect-data", "--dry-run", "--out", "on"]) == 0
+    flat = "".join(ch for ch in capsys.readouterr().out if not ch.isspace() and ch != "\u2502")  # cells wrap
+    root = "azureml://datastores/workspaceblobstore/paths/modelDataCollector/reviews/blue"
+    for collection in ("model_inputs", "model_outputs"):
+        assert f"{root}/{collection}/yyyy/MM/dd/HH/" in flat
+    assert "dataassetsreviews-blue-{collection}" in flat
+    collector = load_online_deployment(tmp_path / "on" / "deployment.yml").data_collector
+    assert set(collector.collections) == {"model_inputs", "model_outputs"}
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

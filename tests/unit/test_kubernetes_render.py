@@ -103,3 +103,17 @@ def test_a_dry_run_on_kubernetes_compute_plans_the_clusters_cost(
     assert "type: kubernetes" in (out / "deployment.yml").read_text()
     assert main([*args[:-2], "--out", str(tmp_path / "bad"), "--instance-type", "Not_A_K8s_Type"]) == 2
     assert "not a Kubernetes instance type name" in capsys.readouterr().err
+
+
+def test_a_kubernetes_deployment_takes_data_collection_too(tmp_path: Path) -> None:
+    """Microsoft Learn documents model data collection for managed and Kubernetes online endpoints alike."""
+    from dataclasses import replace
+
+    from azure.ai.ml import load_online_deployment
+    from azure.ai.ml.entities import KubernetesOnlineDeployment
+
+    path = write_deployment_yaml(replace(_deployment(tmp_path), collect_data=True), tmp_path / "deployment.yml")
+    deployment = load_online_deployment(path)
+    assert isinstance(deployment, KubernetesOnlineDeployment)
+    body = dict(deployment._to_rest_object(location="local"))["properties"]
+    assert set(body["dataCollector"]["collections"]) == {"model_inputs", "model_outputs"}

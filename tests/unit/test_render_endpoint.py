@@ -61,7 +61,17 @@ ENDPOINTS = {
     "endpoint_key.yml": EndpointSpec("xray-endpoint", description="azure-dl managed online endpoint"),
     "endpoint_aml_token.yml": EndpointSpec("reviews", auth_mode="aml_token", tags={"team": "nlp"}),
 }
-DEPLOYMENTS = {"deployment_resnet.yml": resnet_deployment, "deployment_lstm.yml": lstm_deployment}
+
+
+def collecting_deployment(out: Path) -> DeploymentSpec:
+    return DeploymentSpec(**{**lstm_deployment(out).__dict__, "collect_data": True})  # type: ignore[arg-type]
+
+
+DEPLOYMENTS = {
+    "deployment_resnet.yml": resnet_deployment,
+    "deployment_lstm.yml": lstm_deployment,
+    "deployment_collect_data.yml": collecting_deployment,
+}
 
 
 @pytest.mark.parametrize("golden", sorted(ENDPOINTS))
@@ -161,3 +171,34 @@ def test_app_insights_is_on_by_default_and_the_flag_turns_it_off(tmp_path: Path)
     assert render_deployment(spec, tmp_path)["app_insights_enabled"] is True
     off = dataclasses.replace(spec, app_insights=False)
     assert render_deployment(off, tmp_path)["app_insights_enabled"] is False
+
+
+def test_data_collection_is_off_by_default_and_the_flag_reaches_the_rest_body(tmp_path: Path) -> None:
+    """--collect-data: model_inputs and model_outputs enabled in the entity the SDK sends (dataCollector)."""
+    from azure.ai.ml import load_online_deployment
+
+    assert "data_collector" not in render_deployment(lstm_deployment(tmp_path), tmp_path)
+    off = load_online_deployment(write_deployment_yaml(lstm_deployment(tmp_path), tmp_path / "off.yml"))
+    assert off.data_collector is None
+
+    loaded = load_online_deployment(write_deployment_yaml(collecting_deployment(tmp_path), tmp_path / "on.yml"))
+    # The schema lower-cases "True" as it loads it.
+    assert {name: c.enabled for name, c in loaded.data_collector.collections.items()} == {
+        "model_inputs": "true",
+        "model_outputs": "true",
+    }
+    wire = dict(loaded._to_rest_object(location="eastus"))["properties"]
+    assert wire["dataCollector"] == {
+        "collections": {
+            "model_inputs": {"dataCollectionMode": "enabled"},
+            "model_outputs": {"dataCollectionMode": "enabled"},
+        }
+    }
+
+
+def test_collected_data_lands_in_the_documented_blob_store_path(tmp_path: Path) -> None:
+    from azure_dl.render_endpoint import collected_data_path
+
+    assert collected_data_path(lstm_deployment(tmp_path), "model_inputs") == (
+        "azureml://datastores/workspaceblobstore/paths/modelDataCollector/reviews/blue/model_inputs/yyyy/MM/dd/HH/"
+    )

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from azure_dl.workspace_service import deployment_processes
+from azure_dl.workspace_service import data_collection, deployment_processes
 from azure_dl.workspace_service.service import WorkspaceService
 
 pytestmark = pytest.mark.filterwarnings(
@@ -150,6 +150,7 @@ def test_green_is_smoke_tested_through_the_header_then_takes_ten_percent(served:
             "green",
             "--traffic",
             "blue=90,green=10",
+            "--collect-data",  # model data collection: test_green_collects_its_inputs_and_outputs
             "--yes",
             "--out",
             str(served.out / "green"),
@@ -166,6 +167,50 @@ def test_green_is_smoke_tested_through_the_header_then_takes_ten_percent(served:
     assert _answered_by(served, 40) == Counter({"blue": 40})
     response = _post(served, deployment="green")
     assert response.status_code == 200 and response.headers[DEPLOYMENT_HEADER] == "green"
+
+
+def _collected(served: Served, collection: str) -> list[dict[str, Any]]:
+    """The JSON lines the local collection agent wrote for green's `collection`, where Azure writes them."""
+    assert served.service.context is not None
+    folder = data_collection.local_folder(served.service.context, ENDPOINT, "green", collection)
+    return [json.loads(line) for path in sorted(folder.rglob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def test_green_collects_its_inputs_and_outputs_in_the_blob_store(
+    served: Served, connection, ml_client, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """deploy --collect-data: the scoring script's Collector sends to the service's agent, which writes JSON lines
+    under modelDataCollector/ENDPOINT/DEPLOYMENT/COLLECTION/yyyy/MM/dd/HH/, inputs and outputs correlated."""
+    from azure.ai.ml._artifacts._artifact_utilities import download_artifact_from_aml_uri
+
+    texts = [f"collected review {n}: a fine film" for n in range(3)]
+    for text in texts:
+        assert _post(served, {"texts": [text]}, deployment="green").status_code == 200
+    deadline = time.monotonic() + 10
+    while True:  # the library sends from a thread of its own, after the answer
+        inputs = [e for e in _collected(served, "model_inputs") if e["data"][0].get("text") in texts]
+        ids = {e["correlationid"] for e in inputs}
+        outputs = [e for e in _collected(served, "model_outputs") if e["correlationid"] in ids]
+        if (len(inputs), len(outputs)) == (3, 3) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sorted(e["data"][0]["text"] for e in inputs) == texts and len(ids) == 3
+    assert len(outputs) == 3 and all(set(e["data"][0]) == {"label", "score", "probabilities"} for e in outputs)
+    assert {e["type"] for e in inputs + outputs} == {
+        "azureml.inference.model_inputs",
+        "azureml.inference.model_outputs",
+    }
+    assert all(e["source"].endswith(f"/onlineEndpoints/{ENDPOINT}/deployments/green") for e in inputs)
+
+    # What the SDK registered for the collections, and read back through the SDK's own datastore download.
+    asset = ml_client.data.get(f"{ENDPOINT}-green-model_inputs", "1")
+    assert asset.path.endswith(f"/paths/modelDataCollector/{ENDPOINT}/green/model_inputs")
+    download_artifact_from_aml_uri(asset.path, str(tmp_path), ml_client.datastores)
+    downloaded = [line for path in tmp_path.rglob("*.jsonl") for line in path.read_text().splitlines()]
+    assert sum(text in line for line in downloaded for text in texts) == 3
+    deployment = ml_client.online_deployments.get("green", ENDPOINT)
+    assert deployment.data_collector.collections["model_outputs"].enabled == "true"
+    assert "modelDataCollector" in ml_client.online_deployments.get_logs("green", ENDPOINT, lines=400)
 
 
 def test_mirrored_copies_reach_green_and_their_answers_are_dropped(served: Served, connection) -> None:  # type: ignore[no-untyped-def]

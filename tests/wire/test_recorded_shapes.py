@@ -329,6 +329,9 @@ def test_online_deployment_put_and_its_running_operation_match_the_recording(
     sent = json.loads(json.dumps(put["RequestBody"]))
     sent["properties"]["codeConfiguration"]["codeId"] = code.id
     sent["properties"]["model"] = model.id
+    # No public recording has a dataCollector set (this one answers null): with one, the keys stay the recorded
+    # ones and the collection reads back in the REST model's spelling, as azure-ai-ml expects ("Enabled").
+    sent["properties"]["dataCollector"] = {"collections": {"model_inputs": {"dataCollectionMode": "enabled"}}}
     url = f"{endpoint}/deployments/shape-blue?api-version=2023-04-01-preview"
     status, headers, body = _send(workspace_service, "PUT", url, sent)
     recorded = put["ResponseBody"]
@@ -341,6 +344,11 @@ def test_online_deployment_put_and_its_running_operation_match_the_recording(
     assert body["properties"]["readinessProbe"] == recorded["properties"]["readinessProbe"]
     assert body["sku"] == recorded["sku"]
     assert body["properties"]["provisioningState"] == "Creating"
+    collected = body["properties"]["dataCollector"]
+    assert (collected["collections"]["model_inputs"]["dataCollectionMode"], collected["rollingRate"]) == (
+        "Enabled",
+        "Hour",
+    )
 
     operation = headers["Azure-AsyncOperation"].removeprefix(workspace_service.context.base_url)
     status, body = _call(workspace_service, operation)  # its scoring process is still starting
