@@ -307,6 +307,112 @@ def test_init_crash_fails_the_deployment_and_the_front_answers_408_and_429(
     ml_client.online_endpoints.begin_delete("wire-limits").result()
 
 
+_VERSIONED = """import os
+
+
+def init():
+    if os.environ.get("ECHO_CRASH"):
+        raise RuntimeError("init failed on purpose: this update is broken")
+
+
+def run(raw):
+    return {"version": os.environ["ECHO_VERSION"]}
+"""
+
+
+@dataclass
+class _Answers:
+    """What a client firing requests at one deployment saw: (time, status, version) per request."""
+
+    seen: list[tuple[float, int, str]]
+    stop: threading.Event
+
+
+def _fire(uri: str, key: str, deployment: str, threads: int = 2) -> tuple[_Answers, list[threading.Thread]]:
+    answers = _Answers([], threading.Event())
+
+    def _loop() -> None:
+        session = _session(key)
+        while not answers.stop.is_set():
+            response = session.post(uri, data="{}", headers={DEPLOYMENT_HEADER: deployment}, timeout=30)
+            version = response.json().get("version", "") if response.status_code == 200 else response.text
+            answers.seen.append((time.monotonic(), response.status_code, version))
+            time.sleep(0.01)  # leave the CPUs to the group that is starting
+
+    workers = [threading.Thread(target=_loop, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    return answers, workers
+
+
+def test_an_update_rolls_over_without_a_failed_request_and_a_failed_update_leaves_the_old_one_serving(
+    ml_client, workspace_service: WorkspaceService, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment, ManagedOnlineEndpoint
+    from azure.core.exceptions import HttpResponseError
+
+    assert workspace_service.context is not None
+    processes = deployment_processes.of(workspace_service.context)
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "score.py").write_text(_VERSIONED)
+    deployment = ManagedOnlineDeployment(
+        name="blue",
+        endpoint_name="wire-roll",
+        code_configuration=CodeConfiguration(code=str(tmp_path / "code"), scoring_script="score.py"),
+        environment="azureml:AzureML-sklearn-1.5@latest",
+        instance_type="Standard_DS3_v2",
+        instance_count=1,
+        environment_variables={"ECHO_VERSION": "1"},
+    )
+    ml_client.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="wire-roll")).result()
+    ml_client.online_deployments.begin_create_or_update(deployment).result()
+    uri = ml_client.online_endpoints.get("wire-roll").scoring_uri
+    key = ml_client.online_endpoints.get_keys("wire-roll").primary_key
+    first = processes.pids("wire-roll", "blue")
+    answers, workers = _fire(uri, key, "blue")
+    try:
+        # An update: another version (the code is the same; its variable changes) on two instances.
+        deployment.environment_variables = {"ECHO_VERSION": "2"}
+        deployment.instance_count = 2
+        updating = time.monotonic()
+        ml_client.online_deployments.begin_create_or_update(deployment).result()
+        updated = time.monotonic()
+        deadline = updated + 5
+        while not any(at > updated for at, _, _ in answers.seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        during = [version for at, _, version in answers.seen if updating < at < updated]
+        assert "1" in during, "the old group answered while the new one started"
+        assert [v for at, _, v in answers.seen if at > updated] and all(
+            v == "2" for at, _, v in answers.seen if at > updated
+        ), "after the update the new version answers"
+        blue = ml_client.online_deployments.get("blue", "wire-roll")
+        assert (blue.provisioning_state, blue.instance_count) == ("Succeeded", 2)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in first) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in first), "the old group stopped once it had finished its requests"
+
+        # A broken update: init() raises in the new group; the serving one (version 2) keeps answering.
+        deployment.environment_variables = {"ECHO_VERSION": "3", "ECHO_CRASH": "1"}
+        failing = time.monotonic()
+        with pytest.raises(HttpResponseError, match="this update is broken") as failed:
+            ml_client.online_deployments.begin_create_or_update(deployment).result()
+        assert "ResourceNotReady" in str(failed.value)
+        time.sleep(0.2)
+    finally:
+        answers.stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    assert {status for _, status, _ in answers.seen} == {200}, Counter(s for _, s, _ in answers.seen)
+    assert {version for at, _, version in answers.seen if at > failing} == {"2"}
+    assert ml_client.online_deployments.get("blue", "wire-roll").provisioning_state == "Failed"
+    assert "this update is broken" in ml_client.online_deployments.get_logs("blue", "wire-roll", lines=100)
+    serving = processes.pids("wire-roll", "blue")
+    assert len(serving) == 1 and _alive(serving[0]) and processes.rolling("wire-roll", "blue") is None
+    ml_client.online_endpoints.begin_delete("wire-roll").result()
+    assert not _alive(serving[0]) and processes.pids("wire-roll", "blue") == []
+
+
 def test_a_restarted_service_runs_its_deployments_again_and_stop_ends_them(
     ml_client, workspace_service: WorkspaceService, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
