@@ -214,6 +214,18 @@ def limits(properties: Mapping[str, Any], capacity: int) -> tuple[int, float]:
     return ADMISSION_FACTOR * int(per_instance) * capacity, timeout_s
 
 
+# What a deployment's process group is made of (server_spec); a PUT that changes none of these starts no new group.
+_RUN_BY = ("codeConfiguration", "model", "environmentId", "environmentVariables")
+
+
+def runs_the_same(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether two records of a deployment run the same processes: its code, model, environment, variables and
+    instance count are unchanged (what else a PUT may change - scale settings, probes, request settings, tags - the
+    service keeps, or applies to the serving group in place)."""
+    same_properties = all(before["properties"].get(key) == after["properties"].get(key) for key in _RUN_BY)
+    return same_properties and before["sku"]["capacity"] == after["sku"]["capacity"] and before["state"] == "Succeeded"
+
+
 class Processes:
     """The running deployments, by "ENDPOINT/DEPLOYMENT": the group that serves, and one being rolled in."""
 

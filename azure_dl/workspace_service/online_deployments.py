@@ -231,7 +231,16 @@ def register(router: Router, context: ServiceContext) -> None:
             "modifiedAt": now,
         }
         context.store.put(KIND, _key(endpoint, name), record)
-        _start(record, operation_id)
+        serving = deployment_processes.of(context).get(endpoint, name)
+        if existing and serving is not None and deployment_processes.runs_the_same(existing, record):
+            # Only settings the service keeps without acting on them changed (scale settings, probes, tags,
+            # request limits): the serving group stays, with the new request limits, and the operation is over.
+            serving.capacity, serving.timeout_s = deployment_processes.limits(properties, capacity)
+            record["state"] = "Succeeded"
+            context.store.put(KIND, _key(endpoint, name), record)
+            operations.complete(context, operation_id)
+        else:
+            _start(record, operation_id)
         return json_response(200 if existing else 201, body(context, record, state), headers)
 
     def _delete(request: Request) -> Response:

@@ -3,7 +3,8 @@ deployed with `azure-dl deploy` (blue, then green smoke-tested through the heade
 with `azure-dl score`, plain requests and the SDK's `invoke`; the 90/10 split over 400 requests, mirror traffic,
 401, a scoring script's 400 as 424, rollback and delete (its processes stop). Then what Azure's front adds on a
 small echo deployment: a crash in init() fails the deployment with the log's tail, request_timeout_ms -> 408,
-too many requests in flight -> 429.
+too many requests in flight -> 429. And an update rolls over: requests fired all along get only 200s, from the
+old version until the new one is ready; a failed update leaves the old one answering.
 
 The processes start once per module (module-scoped `served`); the tests run in file order over that endpoint.
 """
@@ -285,8 +286,8 @@ def test_init_crash_fails_the_deployment_and_the_front_answers_408_and_429(
         return (session or _session(key)).post(endpoint.scoring_uri, data=body, headers=headers, timeout=30).status_code
 
     assert _send(0) == 200
-    assert _send(2.0) == 408  # longer than its request_timeout_ms, 1500
-    time.sleep(0.7)  # let the worker finish that request
+    assert _send(1.6) == 408  # longer than its request_timeout_ms, 1500
+    time.sleep(0.5)  # let the worker finish that request (the two admitted below queue at its one worker)
 
     # 4 at once; 2 x max_concurrent_requests_per_instance (1) x instances (1) are admitted. The connections are
     # opened first (a request the front answers itself: no such deployment), so that all 4 arrive together.
@@ -337,7 +338,7 @@ def _fire(uri: str, key: str, deployment: str, threads: int = 2) -> tuple[_Answe
             response = session.post(uri, data="{}", headers={DEPLOYMENT_HEADER: deployment}, timeout=30)
             version = response.json().get("version", "") if response.status_code == 200 else response.text
             answers.seen.append((time.monotonic(), response.status_code, version))
-            time.sleep(0.01)  # leave the CPUs to the group that is starting
+            time.sleep(0.02)  # leave the CPUs to the group that is starting
 
     workers = [threading.Thread(target=_loop, daemon=True) for _ in range(threads)]
     for worker in workers:
@@ -394,6 +395,7 @@ def test_an_update_rolls_over_without_a_failed_request_and_a_failed_update_leave
 
         # A broken update: init() raises in the new group; the serving one (version 2) keeps answering.
         deployment.environment_variables = {"ECHO_VERSION": "3", "ECHO_CRASH": "1"}
+        deployment.instance_count = 1
         failing = time.monotonic()
         with pytest.raises(HttpResponseError, match="this update is broken") as failed:
             ml_client.online_deployments.begin_create_or_update(deployment).result()

@@ -193,7 +193,9 @@ def test_the_done_when_sequence_on_a_kubernetes_target_through_the_cli(
         assert "runs on Kubernetes compute k8s" in err and "cluster's own monitoring" in err
 
         autoscale = ["endpoint", "autoscale", ENDPOINT, "--deployment", "blue"]
+        serving = processes.pids(ENDPOINT, "blue")
         assert main([*autoscale, "--min", "1", "--max", "3", "--cpu", "70"]) == 0, capsys.readouterr().err
+        assert processes.pids(ENDPOINT, "blue") == serving  # kept, not acted on: the same processes serve
         scale = ml_client.online_deployments.get("blue", ENDPOINT).scale_settings
         assert (scale.type, scale.min_instances, scale.max_instances, scale.target_utilization_percentage) == (
             "target_utilization",
