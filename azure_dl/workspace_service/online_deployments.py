@@ -8,9 +8,10 @@ properties (endpointComputeType, instanceType, model, codeConfiguration, environ
 the REST model's shape (azure/ai/ml/_restclient/arm_ml_service/models: OnlineDeployment).
 
 A deployment runs (deployment_processes.py): the PUT checks what it names, starts the deployment's scoring
-process group and answers at once ("Creating"/"Updating"); its operation stays "Updating", as the recorded live
-polls show, until azmlinfsrv is ready - then the operation and the provisioningState read "Succeeded" - or until
-init() crashes, when they read "Failed" with the server log's last lines as the error (the SDK's poller raises it).
+process group and answers at once (201 "Creating", an update too, as recorded); its operation stays "Updating",
+as the recorded live polls show, until azmlinfsrv is ready - then the operation and the provisioningState read
+"Succeeded" - or until init() crashes, when they read "Failed" with the server log's last lines as the error (the
+SDK's poller raises it).
 A PUT of a running deployment rolls it over (deployment_processes.py): the serving process group answers until
 the new one is ready; if the new one fails, the old one keeps serving and the deployment reads "Failed" with the
 new one's log tail (what the SDK's poller raises), as a failed create does. getLogs returns the server's logs,
@@ -218,6 +219,8 @@ def register(router: Router, context: ServiceContext) -> None:
         existing = context.store.get(KIND, _key(endpoint, name))
         now = _now()
         operation_id, headers = operations.started(context, online_endpoints.resource_url(context, endpoint, name))
+        # The record reads "Updating" while an update runs; the PUT's own answer is 201 "Creating" for an update
+        # too, as the live service answered one (tests/fixtures/recordings/online_deployment_update.json).
         state = "Updating" if existing else "Creating"
         record = {
             "endpoint": endpoint,
@@ -241,7 +244,7 @@ def register(router: Router, context: ServiceContext) -> None:
             operations.complete(context, operation_id)
         else:
             _start(record, operation_id)
-        return json_response(200 if existing else 201, body(context, record, state), headers)
+        return json_response(201, body(context, record, "Creating"), headers)
 
     def _delete(request: Request) -> Response:
         endpoint = _endpoint(request)

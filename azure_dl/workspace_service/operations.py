@@ -11,15 +11,12 @@ and its operation stays "Updating" until they are ready (`started` / `complete`;
 tests/fixtures/recordings/online_deployment_create.json). One header is added: `Retry-After: 1`. The live
 answers carry none, so azure-core would wait its default polling interval (30 s for these clients, 5 s where
 azure-ai-ml passes one) before each poll; an operation that is already done need not make a test or a user wait
-that long, and a running one's polls carry it too. A poll of a running operation is answered when it ends, or
-after LONG_POLL_S at the latest (a long poll): with whole-second Retry-After values a deployment that is ready
-0.2 s after a poll would otherwise wait 0.8 s more for the next one. Bodies and statuses are the recorded ones.
+that long, and a running one's polls carry it too.
 Operations are kept under kind "operations" (id -> status document), so a poll after a restart still answers.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +29,6 @@ KIND = "operations"
 API_VERSION = "2022-02-01-preview"  # the api-version the recorded status URLs carry
 RETRY_AFTER_S = "1"  # an integer: the generated clients deserialize this header as int
 _NEVER = "0001-01-01T00:00:00+00:00"  # the live service's endTime of an unfinished operation
-LONG_POLL_S = 5.0  # the longest a poll of a running operation waits for its end before answering "Updating"
-_ENDED = threading.Condition()  # notified by complete(): a waiting poll answers at once
 
 
 def _now() -> str:
@@ -79,8 +74,6 @@ def complete(context: ServiceContext, operation_id: str, *, error: dict[str, str
     if error:
         document["error"] = error
     context.store.put(KIND, operation_id, document)
-    with _ENDED:
-        _ENDED.notify_all()
 
 
 def finished(
@@ -116,10 +109,6 @@ def register(router: Router, context: ServiceContext) -> None:
 
     def _status(request: Request) -> Response:
         document = _operation(request)
-        if document["status"] == "Updating":  # a long poll: answer when it ends, or after LONG_POLL_S
-            with _ENDED:
-                _ENDED.wait_for(lambda: _operation(request)["status"] != "Updating", timeout=LONG_POLL_S)
-            document = _operation(request)
         # While it runs, each poll says when to poll again (else azure-core waits its default interval, 5-30 s).
         headers = {"Retry-After": RETRY_AFTER_S} if document["status"] == "Updating" else {}
         return json_response(200, document, headers)
