@@ -11,9 +11,17 @@ the server runs in the service's own Python, which has azmlinfsrv (the log says 
 gunicorn worker here, not a VM. Readiness is azmlinfsrv's `GET /` answering "Healthy"; an init() that raises
 exits the worker, and the deployment fails with the log's last lines as its error.
 
-`Processes` is kept in `context.helpers` (so service.stop() stops every process group); delete of a deployment
-or of its endpoint stops that deployment's group. The log is DIR/deployments/ENDPOINT/DEPLOYMENT/server.log,
-which getLogs reads.
+An update of a running deployment rolls over, as Azure's does (it reserves 20% extra instances "for performing
+upgrades", Microsoft Learn, "Virtual machine quota allocation for deployment"): the new process group starts beside
+the old one, which keeps answering; once the new one is healthy the scoring front's route switches to it in one
+step, and the old one takes no new request, finishes those it has, and stops. If the new one fails init() or never
+answers, it is stopped and the old one keeps serving (the deployment's operation and state say Failed, with the
+log's tail). A newer update while one is rolling replaces the new group, never the serving one.
+
+`Processes` is kept in `context.helpers` (so service.stop() stops every process group, serving or starting);
+delete of a deployment or of its endpoint stops that deployment's groups. The logs are
+DIR/deployments/ENDPOINT/DEPLOYMENT/server.log, and server.N.log for the group of the N-th rolling update (so a failed
+update's error is its own log's tail); getLogs reads them in that order (`log_files`).
 """
 
 from __future__ import annotations
@@ -52,16 +60,20 @@ class Running:
     timeout_s: float
     ready: threading.Event = field(default_factory=threading.Event)
     failed: str | None = None
+    retired: bool = False  # replaced by a rolled-over group: takes no new request
     _in_flight: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def port(self) -> int:
         return self.server.spec.port
 
     def admit(self) -> bool:
-        """Take one of the deployment's request slots; False when all are taken (the caller answers 429)."""
+        """Take one of the deployment's request slots; False when all are taken (the caller answers 429).
+        Retired when the group was replaced meanwhile: the caller asks Processes for the current one."""
         with self._lock:
+            if self.retired:
+                raise Retired(self.deployment)
             if self._in_flight >= self.capacity:
                 return False
             self._in_flight += 1
@@ -70,10 +82,30 @@ class Running:
     def release(self) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._lock.notify_all()
+
+    def retire(self) -> None:
+        """Take no new request, wait (bounded by the request timeout) for those in flight, then stop the group."""
+        with self._lock:
+            self.retired = True
+            self._lock.wait_for(lambda: self._in_flight <= 0, timeout=self.timeout_s + 1)
+        self.server.stop(grace_s=STOP_GRACE_S)
+
+
+class Retired(Exception):
+    """A request reached a process group that a rolling update had just replaced."""
 
 
 def log_dir(context: ServiceContext, endpoint: str, deployment: str) -> Path:
     return context.data_dir / "deployments" / endpoint / deployment
+
+
+def log_files(directory: Path) -> list[Path]:
+    """A deployment's server logs, oldest group first: server.log, then server.N.log of each rolling update."""
+    stem, suffix = Path(LOG_FILE).stem, Path(LOG_FILE).suffix
+    numbers = {path: path.stem.rsplit(".", 1)[1] for path in directory.glob(f"{stem}.*{suffix}")}
+    ordered = sorted((path for path, n in numbers.items() if n.isdigit()), key=lambda path: int(numbers[path]))
+    return ([directory / LOG_FILE] if (directory / LOG_FILE).is_file() else []) + ordered
 
 
 def _duration_s(value: Any, default: float) -> float:
@@ -187,16 +219,36 @@ def limits(properties: Mapping[str, Any], capacity: int) -> tuple[int, float]:
     return ADMISSION_FACTOR * int(per_instance) * capacity, timeout_s
 
 
+# What a deployment's process group is made of (server_spec); a PUT that changes none of these starts no new group.
+_RUN_BY = ("codeConfiguration", "model", "environmentId", "environmentVariables")
+
+
+def runs_the_same(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether two records of a deployment run the same processes: its code, model, environment, variables and
+    instance count are unchanged (what else a PUT may change - scale settings, probes, request settings, tags - the
+    service keeps, or applies to the serving group in place)."""
+    same_properties = all(before["properties"].get(key) == after["properties"].get(key) for key in _RUN_BY)
+    return same_properties and before["sku"]["capacity"] == after["sku"]["capacity"] and before["state"] == "Succeeded"
+
+
 class Processes:
-    """The running deployments, by "ENDPOINT/DEPLOYMENT"; one per service (see `of`)."""
+    """The running deployments, by "ENDPOINT/DEPLOYMENT": the group that serves, and one being rolled in."""
 
     def __init__(self) -> None:
         self._running: dict[str, Running] = {}
+        self._rolling: dict[str, Running] = {}  # started by an update, not yet serving
+        self._retiring: list[Running] = []  # replaced by an update, finishing their requests
         self._lock = threading.Lock()
 
     def get(self, endpoint: str, deployment: str) -> Running | None:
+        """The group the scoring front sends the deployment's requests to."""
         with self._lock:
             return self._running.get(f"{endpoint}/{deployment}")
+
+    def rolling(self, endpoint: str, deployment: str) -> Running | None:
+        """The group an update is starting (None when no update is rolling)."""
+        with self._lock:
+            return self._rolling.get(f"{endpoint}/{deployment}")
 
     def start(
         self,
@@ -207,58 +259,109 @@ class Processes:
         limit: tuple[int, float],
         on_done: Callable[[str | None], None],
     ) -> Running:
-        """Replace the deployment's process group by a new one and wait for it on a thread; `on_done(None)` once
-        it is ready, `on_done(error message)` if it exits or never answers."""
-        self.stop_one(endpoint, deployment)
+        """Start a process group for the deployment and wait for it on a thread; `on_done(None)` once it is ready
+        (and serving), `on_done(error message)` if it exits or never answers. A deployment whose group serves is
+        rolled over (the module docstring); otherwise the new group replaces whatever was there."""
+        key = f"{endpoint}/{deployment}"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            serving = self._running.get(key)
+            roll = serving is not None and serving.ready.is_set() and not serving.failed
+            if roll:  # a log of its own, so that a failure's tail is its own lines, not the serving group's
+                log_path = log_path.with_name(f"{log_path.stem}.{len(log_files(log_path.parent))}{log_path.suffix}")
+            running = Running(
+                endpoint, deployment, local_endpoints.LocalEndpoint(running_spec, log_path=log_path), log_path, *limit
+            )
+            superseded = self._rolling.pop(key, None)
+            replaced = None if roll else self._running.pop(key, None)
+            (self._rolling if roll else self._running)[key] = running
+            log_path.touch()
+        for old in (superseded, replaced):
+            if old is not None:
+                old.server.stop(grace_s=STOP_GRACE_S)
         with log_path.open("a", encoding="utf-8") as log:
             log.write(
                 f"azure-dl local workspace service: starting azmlinfsrv for deployment {deployment} of endpoint "
                 f"{endpoint} with {running_spec.workers} worker(s) on 127.0.0.1:{running_spec.port}, scoring "
-                f"script {running_spec.scoring_script}; the environment asset is not built, the server runs in "
-                "the service's Python\n"
+                f"script {running_spec.scoring_script}"
+                + ("; rolling update: the serving group answers until this one is ready" if roll else "")
+                + "; the environment asset is not built, the server runs in the service's Python\n"
             )
-        running = Running(
-            endpoint, deployment, local_endpoints.LocalEndpoint(running_spec, log_path=log_path), log_path, *limit
-        )
-        with self._lock:
-            self._running[f"{endpoint}/{deployment}"] = running
+
+        def _fail(message: str) -> None:
+            running.failed = message
+            running.server.stop(grace_s=0)
+            with self._lock:
+                if self._rolling.get(key) is running:  # a failed update: the serving group stays
+                    del self._rolling[key]
+            on_done(message)
 
         def _wait() -> None:
             try:
                 running.server.start()
-                if self.get(endpoint, deployment) is not running:  # deleted or replaced while it was starting
+                if not self._holds(key, running):  # deleted or replaced while it was starting
                     running.server.stop(grace_s=0)
                     return
                 running.server.wait_ready(STARTUP_TIMEOUT_S)
             except AzureDLError as exc:
-                running.failed = exc.message
-                running.server.stop(grace_s=0)
-                on_done(exc.message)
+                _fail(exc.message)
                 return
             except Exception as exc:  # any start failure fails the operation, never the thread
-                running.failed = f"{type(exc).__name__}: {exc}"
-                running.server.stop(grace_s=0)
-                on_done(running.failed)
+                _fail(f"{type(exc).__name__}: {exc}")
                 return
             running.ready.set()
+            with self._lock:  # the switch: from here on the front routes to the new group
+                old = self._running.get(key) if self._rolling.get(key) is running else None
+                if old is not None:
+                    self._running[key] = self._rolling.pop(key)
+                    self._retiring.append(old)  # until it has stopped: service.stop() must find it
             on_done(None)
+            if old is not None:
+                with log_path.open("a", encoding="utf-8") as log:
+                    log.write(
+                        f"azure-dl local workspace service: deployment {deployment} now answers on port "
+                        f"{running_spec.port}; the group on port {old.port} finishes its requests and stops\n"
+                    )
+                try:
+                    old.retire()
+                finally:
+                    with self._lock:
+                        self._retiring.remove(old)
 
         threading.Thread(target=_wait, name=f"deployment-{endpoint}-{deployment}", daemon=True).start()
         return running
 
-    def stop_one(self, endpoint: str, deployment: str) -> None:
+    def _holds(self, key: str, running: Running) -> bool:
         with self._lock:
-            running = self._running.pop(f"{endpoint}/{deployment}", None)
-        if running is not None:
-            running.server.stop(grace_s=STOP_GRACE_S)
+            return self._running.get(key) is running or self._rolling.get(key) is running
+
+    def stop_one(self, endpoint: str, deployment: str) -> None:
+        """Stop the deployment's groups: the serving one and one being rolled in."""
+        key = f"{endpoint}/{deployment}"
+        with self._lock:
+            groups = [self._running.pop(key, None), self._rolling.pop(key, None)]
+            groups += [r for r in self._retiring if (r.endpoint, r.deployment) == (endpoint, deployment)]
+        for running in groups:
+            if running is not None:
+                running.server.stop(grace_s=STOP_GRACE_S)
 
     def stop(self) -> None:
         with self._lock:
-            keys = list(self._running)
+            keys = set(self._running) | set(self._rolling)
+            retiring = list(self._retiring)
         for key in keys:
             endpoint, _, deployment = key.partition("/")
             self.stop_one(endpoint, deployment)
+        for running in retiring:  # stop() is idempotent: its retire() thread may be stopping it too
+            running.server.stop(grace_s=0)
+
+    def pids(self, endpoint: str, deployment: str) -> list[int]:
+        """The process-group ids the deployment has now (serving, rolling in, retiring): what must stop."""
+        key = f"{endpoint}/{deployment}"
+        with self._lock:
+            groups = [self._running.get(key), self._rolling.get(key)]
+            groups += [r for r in self._retiring if (r.endpoint, r.deployment) == (endpoint, deployment)]
+        return [r.server.process.pid for r in groups if r is not None and r.server.process is not None]
 
 
 HELPER = "deployments"  # its name in context.helpers

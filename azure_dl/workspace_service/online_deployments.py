@@ -8,12 +8,15 @@ properties (endpointComputeType, instanceType, model, codeConfiguration, environ
 the REST model's shape (azure/ai/ml/_restclient/arm_ml_service/models: OnlineDeployment).
 
 A deployment runs (deployment_processes.py): the PUT checks what it names, starts the deployment's scoring
-process group and answers at once ("Creating"/"Updating"); its operation stays "Updating", as the recorded live
-polls show, until azmlinfsrv is ready - then the operation and the provisioningState read "Succeeded" - or until
-init() crashes, when they read "Failed" with the server log's last lines as the error (the SDK's poller raises it).
-A PUT of an existing deployment replaces its processes. getLogs returns the server's log (`tail` lines); the
-StorageInitializer container has none here (the files are on disk already), and says so. On start, the service
-starts again the deployments its state says were running.
+process group and answers at once (201 "Creating", an update too, as recorded); its operation stays "Updating",
+as the recorded live polls show, until azmlinfsrv is ready - then the operation and the provisioningState read
+"Succeeded" - or until init() crashes, when they read "Failed" with the server log's last lines as the error (the
+SDK's poller raises it).
+A PUT of a running deployment rolls it over (deployment_processes.py): the serving process group answers until
+the new one is ready; if the new one fails, the old one keeps serving and the deployment reads "Failed" with the
+new one's log tail (what the SDK's poller raises), as a failed create does. getLogs returns the server's logs,
+every process group's in turn (`tail` lines); the StorageInitializer container has none here (the files are on
+disk already), and says so. On start, the service starts again the deployments its state says were running.
 The live service's rules that are kept: the endpoint must exist; names are 3-32 letters, digits and '-'; a
 managed deployment needs instanceType and at least one instance; a workspace model or code version it names
 must exist; a deployment that takes live or mirror traffic cannot be deleted (deleting one stops its processes).
@@ -218,6 +221,8 @@ def register(router: Router, context: ServiceContext) -> None:
         existing = context.store.get(KIND, _key(endpoint, name))
         now = _now()
         operation_id, headers = operations.started(context, online_endpoints.resource_url(context, endpoint, name))
+        # The record reads "Updating" while an update runs; the PUT's own answer is 201 "Creating" for an update
+        # too, as the live service answered one (tests/fixtures/recordings/online_deployment_update.json).
         state = "Updating" if existing else "Creating"
         record = {
             "endpoint": endpoint,
@@ -231,8 +236,17 @@ def register(router: Router, context: ServiceContext) -> None:
             "modifiedAt": now,
         }
         context.store.put(KIND, _key(endpoint, name), record)
-        _start(record, operation_id)
-        return json_response(200 if existing else 201, body(context, record, state), headers)
+        serving = deployment_processes.of(context).get(endpoint, name)
+        if existing and serving is not None and deployment_processes.runs_the_same(existing, record):
+            # Only settings the service keeps without acting on them changed (scale settings, probes, tags,
+            # request limits): the serving group stays, with the new request limits, and the operation is over.
+            serving.capacity, serving.timeout_s = deployment_processes.limits(properties, capacity)
+            record["state"] = "Succeeded"
+            context.store.put(KIND, _key(endpoint, name), record)
+            operations.complete(context, operation_id)
+        else:
+            _start(record, operation_id)
+        return json_response(201, body(context, record, "Creating"), headers)
 
     def _delete(request: Request) -> Response:
         endpoint = _endpoint(request)
@@ -261,11 +275,11 @@ def register(router: Router, context: ServiceContext) -> None:
             raise ApiError(
                 400, "BadArgument", f"containerType {container!r}: give {' or '.join(LOG_CONTAINERS.values())}"
             )
-        log = deployment_processes.log_dir(context, endpoint, name) / deployment_processes.LOG_FILE
+        logs = deployment_processes.log_files(deployment_processes.log_dir(context, endpoint, name))
         if str(container).lower() == "storageinitializer":
             lines = ["azure-dl local workspace service: no StorageInitializer runs; the model and code are on disk."]
-        elif log.is_file():
-            lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        elif logs:
+            lines = [line for log in logs for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
         else:
             lines = [f"azure-dl local workspace service: deployment {name} has not written a log yet."]
         tail = (document or {}).get("tail")

@@ -11,8 +11,10 @@ status codes): the container's 200 as it is; any other status of the container a
 status in `ms-azureml-model-error-statuscode`, its reason in `ms-azureml-model-error-reason` and its own body;
 408 when the container takes longer than the deployment's request_timeout_ms; 429 beyond 2 x
 max_concurrent_requests_per_instance x instance_count requests in flight; 503 while the deployment is starting
-or after it failed; 502 when its server does not answer. Every answer names the deployment it reached in the
-`azureml-model-deployment` header, as Azure sends it. `_score` handles one request from start to end.
+or after it failed; 502 when its server does not answer. During a rolling update (deployment_processes.py) the
+serving group answers until the new one is ready, then the new one: a request never lands between the two. Every
+answer names the deployment it reached in the `azureml-model-deployment` header, as Azure sends it. `_score`
+handles one request from start to end.
 """
 
 from __future__ import annotations
@@ -102,13 +104,19 @@ def forward(
     context: ServiceContext, endpoint: str, deployment: str, request: Request, path: str = "/score"
 ) -> Response:
     """The front's answer for `request` sent to `deployment`'s server (see the module docstring for the mapping)."""
-    running = deployment_processes.of(context).get(endpoint, deployment)
     where = f"deployment {deployment} of endpoint {endpoint}"
-    if running is None or running.failed or not running.ready.is_set():
-        state = "is starting" if running is not None and not running.failed else "is not running"
-        reason = f" (it failed: {running.failed.splitlines()[0]})" if running is not None and running.failed else ""
-        raise ApiError(503, "ServiceUnavailable", f"{where} {state}{reason}; see its logs (getLogs)")
-    if not running.admit():
+    while True:  # once more when a rolling update switched groups between the lookup and the admission
+        running = deployment_processes.of(context).get(endpoint, deployment)
+        if running is None or running.failed or not running.ready.is_set():
+            state = "is starting" if running is not None and not running.failed else "is not running"
+            reason = f" (it failed: {running.failed.splitlines()[0]})" if running is not None and running.failed else ""
+            raise ApiError(503, "ServiceUnavailable", f"{where} {state}{reason}; see its logs (getLogs)")
+        try:
+            admitted = running.admit()
+            break
+        except deployment_processes.Retired:
+            continue
+    if not admitted:
         raise ApiError(
             429,
             "TooManyRequests",

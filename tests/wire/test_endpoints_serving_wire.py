@@ -3,7 +3,8 @@ deployed with `azure-dl deploy` (blue, then green smoke-tested through the heade
 with `azure-dl score`, plain requests and the SDK's `invoke`; the 90/10 split over 400 requests, mirror traffic,
 401, a scoring script's 400 as 424, rollback and delete (its processes stop). Then what Azure's front adds on a
 small echo deployment: a crash in init() fails the deployment with the log's tail, request_timeout_ms -> 408,
-too many requests in flight -> 429.
+too many requests in flight -> 429. And an update rolls over: requests fired all along get only 200s, from the
+old version until the new one is ready; a failed update leaves the old one answering.
 
 The processes start once per module (module-scoped `served`); the tests run in file order over that endpoint.
 """
@@ -273,71 +274,97 @@ def _alive(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------------------ what Azure's front adds
+# One echo script for every deployment below: ECHO_CRASH makes init() fail, ECHO_VERSION is what run() answers.
 _ECHO = """import json
+import os
 import time
 
 
 def init():
-    if {crash!r}:
-        raise RuntimeError("init failed on purpose: no model here")
+    if os.environ.get("ECHO_CRASH"):
+        raise RuntimeError("init failed on purpose: " + os.environ["ECHO_CRASH"])
 
 
 def run(raw):
     time.sleep(float(json.loads(raw).get("sleep", 0)))
-    return {{"ok": True}}
+    return {"version": os.environ.get("ECHO_VERSION", "")}
 """
+ECHO_ENDPOINT = "wire-limits"
 
 
-def _echo_deployment(tmp_path: Path, name: str, endpoint: str, *, crash: bool = False, timeout_ms: int = 1500):  # type: ignore[no-untyped-def]
+@dataclass
+class Echo:
+    """The echo endpoint's "slow" deployment (as the SDK entity, to update it), scoring URI and key."""
+
+    deployment: Any
+    scoring_uri: str
+    key: str
+    code: Path  # the echo script's folder
+
+
+def _echo_deployment(code: Path, name: str, **variables: str):  # type: ignore[no-untyped-def]
     from azure.ai.ml.entities import CodeConfiguration, ManagedOnlineDeployment, OnlineRequestSettings
 
-    code = tmp_path / f"code-{name}"
-    code.mkdir()
-    (code / "score.py").write_text(_ECHO.format(crash=crash))
     return ManagedOnlineDeployment(
         name=name,
-        endpoint_name=endpoint,
+        endpoint_name=ECHO_ENDPOINT,
         code_configuration=CodeConfiguration(code=str(code), scoring_script="score.py"),
         environment="azureml:AzureML-sklearn-1.5@latest",
         instance_type="Standard_DS3_v2",
         instance_count=1,
-        request_settings=OnlineRequestSettings(request_timeout_ms=timeout_ms, max_concurrent_requests_per_instance=1),
+        request_settings=OnlineRequestSettings(request_timeout_ms=1500, max_concurrent_requests_per_instance=1),
+        environment_variables=variables,
     )
 
 
-def test_init_crash_fails_the_deployment_and_the_front_answers_408_and_429(
-    ml_client, workspace_service: WorkspaceService, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def echo(
+    module_connection: dict[str, str],
+    module_ml_client,  # type: ignore[no-untyped-def]
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Echo]:
+    """The echo endpoint with its "slow" deployment (version 1), made once for the tests below, which run in file
+    order: the front's limits, a restart, then rolling updates of "slow"."""
     from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+    code = tmp_path_factory.mktemp("echo") / "code"
+    code.mkdir()
+    (code / "score.py").write_text(_ECHO)
+    module_ml_client.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=ECHO_ENDPOINT)).result()
+    deployment = _echo_deployment(code, "slow", ECHO_VERSION="1")
+    module_ml_client.online_deployments.begin_create_or_update(deployment).result()
+    uri = module_ml_client.online_endpoints.get(ECHO_ENDPOINT).scoring_uri
+    yield Echo(deployment, uri, module_ml_client.online_endpoints.get_keys(ECHO_ENDPOINT).primary_key, code)
+    module_ml_client.online_endpoints.begin_delete(ECHO_ENDPOINT).result()
+
+
+def test_init_crash_fails_the_deployment_and_the_front_answers_408_and_429(echo: Echo, ml_client) -> None:  # type: ignore[no-untyped-def]
     from azure.core.exceptions import HttpResponseError
 
-    ml_client.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="wire-limits")).result()
     with pytest.raises(HttpResponseError, match="init failed on purpose") as failed:
         ml_client.online_deployments.begin_create_or_update(
-            _echo_deployment(tmp_path, "broken", "wire-limits", crash=True)
+            _echo_deployment(echo.code, "broken", ECHO_CRASH="no model here")
         ).result()
     assert "ResourceNotReady" in str(failed.value)
-    assert ml_client.online_deployments.get("broken", "wire-limits").provisioning_state == "Failed"
-    assert "init failed on purpose" in ml_client.online_deployments.get_logs("broken", "wire-limits", lines=200)
-
-    ml_client.online_deployments.begin_create_or_update(_echo_deployment(tmp_path, "slow", "wire-limits")).result()
-    endpoint = ml_client.online_endpoints.get("wire-limits")
-    key = ml_client.online_endpoints.get_keys("wire-limits").primary_key
+    assert ml_client.online_deployments.get("broken", ECHO_ENDPOINT).provisioning_state == "Failed"
+    assert "init failed on purpose" in ml_client.online_deployments.get_logs("broken", ECHO_ENDPOINT, lines=200)
 
     def _send(sleep: float, session: requests.Session | None = None) -> int:
         body = json.dumps({"sleep": sleep})
         headers = {DEPLOYMENT_HEADER: "slow"}
-        return (session or _session(key)).post(endpoint.scoring_uri, data=body, headers=headers, timeout=30).status_code
+        return (
+            (session or _session(echo.key)).post(echo.scoring_uri, data=body, headers=headers, timeout=30).status_code
+        )
 
     assert _send(0) == 200
-    assert _send(2.0) == 408  # longer than its request_timeout_ms, 1500
-    time.sleep(0.7)  # let the worker finish that request
+    assert _send(1.6) == 408  # longer than its request_timeout_ms, 1500
+    time.sleep(0.5)  # let the worker finish that request (the two admitted below queue at its one worker)
 
     # 4 at once; 2 x max_concurrent_requests_per_instance (1) x instances (1) are admitted. The connections are
     # opened first (a request the front answers itself: no such deployment), so that all 4 arrive together.
-    sessions = [_session(key) for _ in range(4)]
+    sessions = [_session(echo.key) for _ in range(4)]
     for session in sessions:
-        assert session.post(endpoint.scoring_uri, data="{}", headers={DEPLOYMENT_HEADER: "nope"}).status_code == 404
+        assert session.post(echo.scoring_uri, data="{}", headers={DEPLOYMENT_HEADER: "nope"}).status_code == 404
     barrier = threading.Barrier(4)
 
     def _together(session: requests.Session) -> int:
@@ -347,31 +374,26 @@ def test_init_crash_fails_the_deployment_and_the_front_answers_408_and_429(
     with ThreadPoolExecutor(4) as pool:
         statuses = Counter(pool.map(_together, sessions))
     assert statuses == Counter({200: 2, 429: 2}), statuses
-    response = _session(key).post(endpoint.scoring_uri, data="{}", headers={DEPLOYMENT_HEADER: "broken"}, timeout=30)
+    response = _session(echo.key).post(echo.scoring_uri, data="{}", headers={DEPLOYMENT_HEADER: "broken"}, timeout=30)
     assert response.status_code == 503 and "failed" in response.json()["error"]["message"]
-    ml_client.online_endpoints.begin_delete("wire-limits").result()
+    ml_client.online_deployments.begin_delete("broken", ECHO_ENDPOINT).result()
 
 
 def test_a_restarted_service_runs_its_deployments_again_and_stop_ends_them(
-    ml_client, workspace_service: WorkspaceService, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
-    from azure.ai.ml.entities import ManagedOnlineEndpoint
-
-    ml_client.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name="wire-restart")).result()
-    ml_client.online_deployments.begin_create_or_update(_echo_deployment(tmp_path, "blue", "wire-restart")).result()
+    echo: Echo, workspace_service: WorkspaceService, tmp_path: Path
+) -> None:
     # The same state under another folder, as if this service had stopped and started again there.
     copy = tmp_path / "restarted"
     for part in ("state", "blobs"):
         shutil.copytree(workspace_service.data_dir / part, copy / part)
     for record in (copy / "state" / "online-deployments").glob("*.json"):
-        if not record.name.startswith("wire-restart"):
+        if not record.name.startswith(ECHO_ENDPOINT):
             record.unlink()  # other tests' deployments: not this test's to start
-    ml_client.online_endpoints.begin_delete("wire-restart").result()
 
     restarted = WorkspaceService(copy)
     context = restarted.start()
     try:
-        running = deployment_processes.of(context).get("wire-restart", "blue")
+        running = deployment_processes.of(context).get(ECHO_ENDPOINT, "slow")
         assert running is not None and running.ready.wait(60), running and running.failed
         assert running.server.process is not None
         pid = running.server.process.pid
@@ -379,3 +401,81 @@ def test_a_restarted_service_runs_its_deployments_again_and_stop_ends_them(
     finally:
         restarted.stop()
     assert not _alive(pid)  # service.stop() stopped the process group
+
+
+@dataclass
+class _Answers:
+    """What a client firing requests at one deployment saw: (time, status, version) per request."""
+
+    seen: list[tuple[float, int, str]]
+    stop: threading.Event
+
+
+def _fire(echo: Echo, threads: int = 2) -> tuple[_Answers, list[threading.Thread]]:
+    answers = _Answers([], threading.Event())
+
+    def _loop() -> None:
+        session = _session(echo.key)
+        while not answers.stop.is_set():
+            response = session.post(echo.scoring_uri, data="{}", headers={DEPLOYMENT_HEADER: "slow"}, timeout=30)
+            version = response.json().get("version", "") if response.status_code == 200 else response.text
+            answers.seen.append((time.monotonic(), response.status_code, version))
+            time.sleep(0.02)  # leave the CPUs to the group that is starting
+
+    workers = [threading.Thread(target=_loop, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    return answers, workers
+
+
+def test_an_update_rolls_over_without_a_failed_request_and_a_failed_update_leaves_the_old_one_serving(
+    echo: Echo, ml_client, workspace_service: WorkspaceService
+) -> None:  # type: ignore[no-untyped-def]
+    from azure.core.exceptions import HttpResponseError
+
+    assert workspace_service.context is not None
+    processes = deployment_processes.of(workspace_service.context)
+    deployment = echo.deployment
+    first = processes.pids(ECHO_ENDPOINT, "slow")
+    answers, workers = _fire(echo)
+    try:
+        # An update: another version (the code is the same; its variable changes) on two instances.
+        deployment.environment_variables = {"ECHO_VERSION": "2"}
+        deployment.instance_count = 2
+        updating = time.monotonic()
+        ml_client.online_deployments.begin_create_or_update(deployment).result()
+        updated = time.monotonic()
+        deadline = updated + 5
+        while not any(at > updated for at, _, _ in answers.seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        during = [version for at, _, version in answers.seen if updating < at < updated]
+        assert "1" in during, "the old group answered while the new one started"
+        after = [version for at, _, version in answers.seen if at > updated]
+        assert after and set(after) == {"2"}, "after the update the new version answers"
+        slow = ml_client.online_deployments.get("slow", ECHO_ENDPOINT)
+        assert (slow.provisioning_state, slow.instance_count) == ("Succeeded", 2)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in first) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in first), "the old group stopped once it had finished its requests"
+
+        # A broken update: init() raises in the new group; the serving one (version 2) keeps answering.
+        deployment.environment_variables = {"ECHO_VERSION": "3", "ECHO_CRASH": "this update is broken"}
+        deployment.instance_count = 1
+        failing = time.monotonic()
+        with pytest.raises(HttpResponseError, match="this update is broken") as failed:
+            ml_client.online_deployments.begin_create_or_update(deployment).result()
+        assert "ResourceNotReady" in str(failed.value)
+        time.sleep(0.2)
+    finally:
+        answers.stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    assert {status for _, status, _ in answers.seen} == {200}, Counter(s for _, s, _ in answers.seen)
+    assert {version for at, _, version in answers.seen if at > failing} == {"2"}
+    assert ml_client.online_deployments.get("slow", ECHO_ENDPOINT).provisioning_state == "Failed"
+    assert "this update is broken" in ml_client.online_deployments.get_logs("slow", ECHO_ENDPOINT, lines=100)
+    serving = processes.pids(ECHO_ENDPOINT, "slow")
+    assert len(serving) == 1 and _alive(serving[0]) and processes.rolling(ECHO_ENDPOINT, "slow") is None
+    ml_client.online_deployments.begin_delete("slow", ECHO_ENDPOINT).result()  # no traffic: header-routed
+    assert not _alive(serving[0]) and processes.pids(ECHO_ENDPOINT, "slow") == []

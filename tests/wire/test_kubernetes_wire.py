@@ -1,10 +1,14 @@
 """Kubernetes compute against the local service: `compute attach-k8s` checks the Azure ML extension (printing the
 install command when it is missing), attaches a cluster declared in DIR/kubernetes.toml, `compute instance-types`
-lists its instance types, and the service refuses what Azure would (an undeclared cluster, a missing extension)."""
+lists its instance types, and the service refuses what Azure would (an undeclared cluster, a missing extension).
+Then the issue's Done-when sequence on a Kubernetes target through the CLI: attach, register, deploy blue, score,
+deploy green at 90/10, metrics, autoscale (the deployment's scale settings), rollback, delete."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,15 +117,15 @@ def test_instance_types_of_an_amlcompute_cluster_name_its_type(ml_client, capsys
         ml_client.compute.begin_delete("k8s-not").result()
 
 
-def _kubernetes_deployment(tmp_path: Path, model: str, instance_type: str):  # type: ignore[no-untyped-def]
+def _kubernetes_deployment(tmp_path: Path, endpoint: str, model: str, instance_type: str):  # type: ignore[no-untyped-def]
     from azure.ai.ml.entities import CodeConfiguration, Environment, KubernetesOnlineDeployment
 
     (tmp_path / "code").mkdir(exist_ok=True)
     (tmp_path / "code" / "score.py").write_text("def init():\n    pass\n\n\ndef run(raw):\n    return raw\n")
     (tmp_path / "conda.yml").write_text("name: score\ndependencies:\n  - python=3.11\n")
     return KubernetesOnlineDeployment(
-        name="blue",
-        endpoint_name="k8s-ep",
+        name="other",
+        endpoint_name=endpoint,
         model=model,
         code_configuration=CodeConfiguration(code=str(tmp_path / "code"), scoring_script="score.py"),
         environment=Environment(
@@ -132,68 +136,106 @@ def _kubernetes_deployment(tmp_path: Path, model: str, instance_type: str):  # t
     )
 
 
-def test_a_kubernetes_endpoint_its_deployment_autoscale_and_metrics(
-    ml_client, kubernetes_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+MODEL = "reviews-srv"  # the serving tests' name: the same trained folder registers as the same version
+ENDPOINT = "reviews-k8s"
+
+
+def test_the_done_when_sequence_on_a_kubernetes_target_through_the_cli(
+    ml_client,
+    kubernetes_file: Path,
+    workspace_service: WorkspaceService,
+    trained_lstm: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:  # type: ignore[no-untyped-def]
-    from azure.ai.ml.entities import KubernetesCompute, KubernetesOnlineEndpoint, Model
-    from azure.core.exceptions import HttpResponseError
+    """attach-k8s, register, deploy blue, score, deploy green at 90/10, metrics, autoscale, rollback, delete: the
+    issue's Done-when sequence on a Kubernetes target, each step through `main([...])` and checked through the SDK."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+    from azure.mgmt.monitor.models import AutoscaleProfile, AutoscaleSettingResource, ScaleCapacity
 
     from azure_dl.backends.azureml.monitor import monitor_client
+    from azure_dl.workspace_service import deployment_processes
 
-    ml_client.compute.begin_attach(KubernetesCompute(name="aks-serve", resource_id=READY)).result()
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "model.bin").write_text("k8s model")
-    model = ml_client.models.create_or_update(Model(name="k8s-model", path=str(tmp_path / "model")))
-    reference = f"azureml:{model.name}:{model.version}"
-    endpoint = ml_client.online_endpoints.begin_create_or_update(
-        KubernetesOnlineEndpoint(name="k8s-ep", compute="aks-serve", auth_mode="key")
-    ).result()
+    assert workspace_service.context is not None
+    processes = deployment_processes.of(workspace_service.context)
+    assert main(["compute", "attach-k8s", "k8s", "--resource-id", READY]) == 0
     try:
-        assert endpoint.compute.endswith("/computes/aks-serve")
-        with pytest.raises(HttpResponseError, match="'cpu-large' is not one of compute aks-serve's: cpu-small, gpu"):
+        run = Path(shutil.copytree(trained_lstm, tmp_path / "runs" / "lstm"))  # as test_endpoints_serving_wire has it
+        assert main(["register", str(run), "--name", MODEL]) == 0
+        version = ml_client.models.get(MODEL, label="latest").version
+        out = tmp_path / "out"
+        assert main(["deploy", f"{MODEL}:{version}", "--endpoint", ENDPOINT, "--compute", "k8s", "--yes",
+                     "--out", str(out / "blue")]) == 0  # fmt: skip
+        endpoint = ml_client.online_endpoints.get(ENDPOINT)
+        assert endpoint.compute.endswith("/computes/k8s") and endpoint.traffic == {"blue": 100}
+        blue = ml_client.online_deployments.get("blue", ENDPOINT)
+        assert (blue.type.lower(), blue.instance_type) == ("kubernetes", "cpu-small")  # the cluster's default
+
+        # The service refuses an instance type the cluster does not have, naming those it has.
+        with pytest.raises(HttpResponseError, match="'cpu-large' is not one of compute k8s's: cpu-small, gpu"):
             ml_client.online_deployments.begin_create_or_update(
-                _kubernetes_deployment(tmp_path, reference, "cpu-large")
+                _kubernetes_deployment(tmp_path, ENDPOINT, f"azureml:{MODEL}:{version}", "cpu-large")
             )
-        # It runs like a managed one (the operation succeeds once its scoring process answers).
-        ml_client.online_deployments.begin_create_or_update(_kubernetes_deployment(tmp_path, reference, "gpu")).result()
-        (tmp_path / "request.json").write_text('{"ping": 1}')
-        answer = ml_client.online_endpoints.invoke(
-            endpoint_name="k8s-ep", deployment_name="blue", request_file=str(tmp_path / "request.json")
-        )
-        assert json.loads(answer) == '{"ping": 1}'  # its scoring script answered: run() echoes the raw request
-        blue = ml_client.online_deployments.get("blue", "k8s-ep")
-        assert (blue.type.lower(), blue.instance_type) == ("kubernetes", "gpu")
 
-        assert main(["endpoint", "metrics", "k8s-ep"]) == 0
+        capsys.readouterr()
+        assert main(["score", ENDPOINT, "--text", "A wonderful, moving film - loved it!", "--json"]) == 0
+        (prediction,) = json.loads(capsys.readouterr().out)["predictions"]
+        assert prediction["label"] in json.loads((run / "labels.json").read_text())
+
+        assert main(["deploy", f"{MODEL}:{version}", "--endpoint", ENDPOINT, "--compute", "k8s", "--deployment",
+                     "green", "--traffic", "blue=90,green=10", "--yes", "--out", str(out / "green")]) == 0  # fmt: skip
+        assert ml_client.online_endpoints.get(ENDPOINT).traffic == {"blue": 90, "green": 10}
+        assert ml_client.online_deployments.get("green", ENDPOINT).type.lower() == "kubernetes"
+
+        capsys.readouterr()
+        assert main(["endpoint", "metrics", ENDPOINT]) == 0
         err = capsys.readouterr().err
-        assert "runs on Kubernetes compute aks-serve" in err and "cluster's own monitoring" in err
+        assert "runs on Kubernetes compute k8s" in err and "cluster's own monitoring" in err
 
-        code = main(
-            ["endpoint", "autoscale", "k8s-ep", "--deployment", "blue", "--min", "1", "--max", "3", "--cpu", "70"]
-        )
-        assert code == 0, capsys.readouterr().err
-        scale = ml_client.online_deployments.get("blue", "k8s-ep").scale_settings
+        autoscale = ["endpoint", "autoscale", ENDPOINT, "--deployment", "blue"]
+        serving = processes.pids(ENDPOINT, "blue")
+        assert main([*autoscale, "--min", "1", "--max", "3", "--cpu", "70"]) == 0, capsys.readouterr().err
+        assert processes.pids(ENDPOINT, "blue") == serving  # kept, not acted on: the same processes serve
+        scale = ml_client.online_deployments.get("blue", ENDPOINT).scale_settings
         assert (scale.type, scale.min_instances, scale.max_instances, scale.target_utilization_percentage) == (
             "target_utilization",
             1,
             3,
             70,
         )
-        assert main(["endpoint", "autoscale", "k8s-ep", "--deployment", "blue", "--show"]) == 0
+        capsys.readouterr()
+        assert main([*autoscale, "--show"]) == 0
         assert "min 1, max 3, target CPU 70%" in capsys.readouterr().out
-
         # Azure Monitor autoscale does not scale a Kubernetes deployment: the service says what does.
-        from azure.mgmt.monitor.models import AutoscaleProfile, AutoscaleSettingResource, ScaleCapacity
-
         setting = AutoscaleSettingResource(
             location="local",
-            target_resource_uri=blue.id,
+            target_resource_uri=ml_client.online_deployments.get("blue", ENDPOINT).id,
             profiles=[
                 AutoscaleProfile(name="p", capacity=ScaleCapacity(minimum="1", maximum="2", default="1"), rules=[])
             ],
         )
         with pytest.raises(HttpResponseError, match="runs on Kubernetes"):
             monitor_client(ml_client).autoscale_settings.create_or_update(ml_client.resource_group_name, "k8s", setting)
+
+        assert main(["endpoint", "rollback", ENDPOINT]) == 0
+        assert ml_client.online_endpoints.get(ENDPOINT).traffic == {"blue": 100, "green": 0}
+
+        pids = processes.pids(ENDPOINT, "blue") + processes.pids(ENDPOINT, "green")
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        assert main(["endpoint", "delete", ENDPOINT, "--yes"]) == 0
+        assert not any(_alive(pid) for pid in pids)
+        assert processes.get(ENDPOINT, "blue") is None and processes.get(ENDPOINT, "green") is None
+        with pytest.raises(ResourceNotFoundError):
+            ml_client.online_endpoints.get(ENDPOINT)
     finally:
-        ml_client.online_endpoints.begin_delete("k8s-ep").result()
-        ml_client.compute.begin_delete("aks-serve").result()
+        if main(["endpoint", "show", ENDPOINT]) == 0:  # a failed step left it: stop its processes
+            main(["endpoint", "delete", ENDPOINT, "--yes"])
+        ml_client.compute.begin_delete("k8s").result()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)  # the group: gunicorn's workers too
+    except ProcessLookupError:
+        return False
+    return True

@@ -359,6 +359,25 @@ def test_online_deployment_put_and_its_running_operation_match_the_recording(
         time.sleep(0.2)
         status, body = _call(workspace_service, operation)
     assert body["status"] == "Succeeded"
+
+    # An update of the Succeeded deployment answers as the live one did: 201 and "Creating" (recorded), the
+    # record itself reading "Updating" until the operation ends. The same request again changes nothing it runs,
+    # so its operation is over at once.
+    update, update_poll = _recorded("online_deployment_update.json")
+    status, headers, body = _send(workspace_service, "PUT", url, sent)
+    recorded = update["ResponseBody"]
+    assert status == update["StatusCode"] == 201
+    assert set(update["ResponseHeaders"]) <= set(headers)
+    assert body.keys() == recorded.keys() and body["properties"].keys() == recorded["properties"].keys()
+    assert body["properties"]["provisioningState"] == recorded["properties"]["provisioningState"] == "Creating"
+    status, body = _call(
+        workspace_service, headers["Azure-AsyncOperation"].removeprefix(workspace_service.context.base_url)
+    )
+    assert (status, body.keys(), body["status"]) == (
+        update_poll["StatusCode"],
+        update_poll["ResponseBody"].keys(),
+        "Succeeded",
+    )
     status, _headers, _body = _send(workspace_service, "DELETE", f"{endpoint}?api-version=2022-02-01-preview")
     assert status == 202
 
