@@ -220,13 +220,22 @@ def limits(properties: Mapping[str, Any], capacity: int) -> tuple[int, float]:
 
 
 # What a deployment's process group is made of (server_spec); a PUT that changes none of these starts no new group.
-_RUN_BY = ("codeConfiguration", "model", "environmentId", "environmentVariables")
+# What the processes are started from (server_spec): Application Insights and data collection become variables.
+_RUN_BY = (
+    "codeConfiguration",
+    "model",
+    "environmentId",
+    "environmentVariables",
+    "appInsightsEnabled",
+    "dataCollector",
+)
 
 
 def runs_the_same(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
-    """Whether two records of a deployment run the same processes: its code, model, environment, variables and
-    instance count are unchanged (what else a PUT may change - scale settings, probes, request settings, tags - the
-    service keeps, or applies to the serving group in place)."""
+    """Whether two records of a deployment run the same processes: its code, model, environment, variables,
+    Application Insights and data collection settings and instance count are unchanged (what else a PUT may
+    change - scale settings, probes, request settings, tags - the service keeps, or applies to the serving group
+    in place)."""
     same_properties = all(before["properties"].get(key) == after["properties"].get(key) for key in _RUN_BY)
     return same_properties and before["sku"]["capacity"] == after["sku"]["capacity"] and before["state"] == "Succeeded"
 
