@@ -237,19 +237,25 @@ def register(router: Router, context: ServiceContext) -> None:
         shown, next_link = paging.page(context, request, records, lambda r: (r["createdAt"], r["name"]))
         return json_response(200, paging.document([body(context, r) for r in shown], next_link))
 
+    # A cancel answers as recorded (tests/fixtures/recordings/job_cancel.json): 202, the JSON text `null`, a
+    # Location to poll and the operation's timeout; the poll answers 202 `{}` (Location again) until the job has
+    # ended, then 200 with no body. Two differences are kept: Location is this job's cancelStatus, not Azure's
+    # locations/.../mfeOperationResults/jc:ID:NAME (the SDK follows whatever Location says), and `Retry-After: 1`
+    # is added (Azure sends none, so azure-core would wait its default 30 s between polls).
     def _cancel(request: Request) -> Response:
         record = _record(context, request)
         if record["status"] not in TERMINAL:
             runner.cancel(record["name"])
         location = f"{context.base_url}{context.workspace_id}/jobs/{record['name']}/cancelStatus?api-version=local"
-        return Response(202, b"", {"Location": location, "Retry-After": "1"})
+        headers = {"Location": location, "x-ms-async-operation-timeout": "PT1H", "Retry-After": "1"}
+        return json_response(202, None, headers)
 
     def _cancel_status(request: Request) -> Response:
         record = _record(context, request)
         if record["status"] in TERMINAL:
-            return json_response(200, {})
+            return Response(200, b"", {})
         location = f"{context.base_url}{request.path}?api-version=local"
-        return Response(202, b"", {"Location": location, "Retry-After": "1"})
+        return json_response(202, {}, {"Location": location, "Retry-After": "1"})
 
     def _details(request: Request) -> Response:
         check_scope(context, request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -303,7 +304,6 @@ def test_online_endpoint_metrics_match_the_recorded_metrics_answer(workspace_ser
 def test_online_deployment_put_and_its_running_operation_match_the_recording(
     ml_client, workspace_service: WorkspaceService, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    import time
 
     from azure.ai.ml.entities import Model
     from azure.ai.ml.entities._assets import Code
@@ -468,3 +468,59 @@ def test_registry_discovery_and_environment_get_match_the_recording(workspace_se
     assert environment["systemData"].keys() == got["ResponseBody"]["systemData"].keys()
     assert environment["id"] == "azureml://registries/azureml/environments/sklearn-1.5/versions/54"
     assert (environment["name"], environment["type"]) == ("54", got["ResponseBody"]["type"])
+
+
+def _raw(service: WorkspaceService, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], bytes]:
+    """Any verb with a token; the status, the headers and the body's bytes (an empty body and `null` differ)."""
+    assert service.context is not None
+    token, _ = issue_token(service.context, service.context.base_url)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(service.context.base_url + path, data=data, headers=headers, method=method)
+    context = ssl.create_default_context(cafile=str(service.data_dir / "tls" / "ca-bundle.pem"))
+    with urllib.request.urlopen(request, context=context) as response:
+        return response.status, dict(response.headers.items()), response.read()
+
+
+def _recorded_bytes(entry: dict[str, Any]) -> bytes:
+    """The body bytes a recorded entry answered: a string as is, null as nothing, a document as JSON."""
+    recorded = entry["ResponseBody"]
+    if recorded is None:
+        return b""
+    return recorded.encode() if isinstance(recorded, str) else json.dumps(recorded).encode()
+
+
+def test_job_cancel_and_its_polls_match_the_recording(
+    workspace_service: WorkspaceService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure_dl.workspace_service import jobs
+
+    cancel, running, over = _recorded("job_cancel.json")
+    assert workspace_service.context is not None
+    job = f"{workspace_service.context.workspace_id}/jobs/shapes-cancel-{uuid.uuid4().hex[:8]}"
+    sent = {"properties": {"jobType": "Command", "command": "sleep 30", "experimentName": "shapes-cancel"}}
+    assert _call_put(workspace_service, f"{job}?api-version=2023-04-01-preview", sent)[0] == 201
+    # Azure ends a job some time after the cancel is accepted: held back here, the first poll finds it running.
+    runner = jobs.runner_for(workspace_service.context)
+    held: list[str] = []
+    monkeypatch.setattr(runner, "cancel", held.append)
+
+    status, headers, answer = _raw(workspace_service, "POST", f"{job}/cancel?api-version=2023-04-01-preview")
+    assert (status, answer) == (cancel["StatusCode"], _recorded_bytes(cancel))
+    assert set(cancel["ResponseHeaders"]) <= set(headers)
+    assert headers["x-ms-async-operation-timeout"] == cancel["ResponseHeaders"]["x-ms-async-operation-timeout"]
+    assert "Azure-AsyncOperation" not in headers  # as recorded: the SDK polls Location alone
+    poll = headers["Location"].removeprefix(workspace_service.context.base_url)
+
+    status, headers, answer = _raw(workspace_service, "GET", poll)
+    assert (status, answer) == (running["StatusCode"], _recorded_bytes(running))
+    assert set(running["ResponseHeaders"]) <= set(headers)
+
+    monkeypatch.undo()
+    runner.cancel(held[0])
+    deadline = time.monotonic() + 10
+    while status == running["StatusCode"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status, _headers, answer = _raw(workspace_service, "GET", poll)
+    assert (status, answer) == (over["StatusCode"], _recorded_bytes(over))
+    assert _call(workspace_service, f"{job}?api-version=2023-04-01-preview")[1]["properties"]["status"] == "Canceled"
