@@ -23,6 +23,7 @@ from azure_dl.workspace_service.http import ApiError
 # Outputs that are a folder the job writes (a model output is registered from its folder by the parent pipeline).
 FOLDER_OUTPUT_TYPES = ("uri_folder", "custom_model", "mlflow_model", "triton_model")
 LITERAL_TYPES = ("literal", "integer", "number", "string", "boolean")
+SERVERLESS = "serverless"  # azure-ai-ml's SERVERLESS_COMPUTE: a job with no compute of its own
 _DATASTORE_URI = re.compile(r"^azureml://(?:subscriptions/.+?/)?datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
 # `azureml:NAME:V`, `azureml:/subscriptions/.../data/NAME/versions/V`, or that ARM id bare: the SDK sends the bare
 # id for an input it resolved from a label (`azureml:NAME@latest`, as Microsoft's hello-dataset sample gives).
@@ -156,6 +157,10 @@ def check_compute(context: ServiceContext, job: str, compute: str | None) -> Non
     if not compute:
         return
     compute_name = str(compute).rstrip("/").rsplit("/", 1)[-1]
+    # "serverless" (bare or as .../computes/serverless, as azure-ai-ml sends it) is Azure ML's serverless compute,
+    # no resource of the workspace (recorded: tests/fixtures/recordings/pipeline_job_create.json): it runs here.
+    if compute_name == SERVERLESS:
+        return
     if context.store.get("computes", compute_name) is None:
         raise ApiError(
             400, "UserError", f"job {job}: the compute {compute_name!r} does not exist in this local workspace"

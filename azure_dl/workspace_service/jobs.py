@@ -72,7 +72,17 @@ def body(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
         # A sweep or pipeline answers what it was sent (trial, objective, search space, jobs, settings ...).
         specific = {key: value for key, value in properties.items() if key not in common}
         outputs = dict(properties.get("outputs") or {})
-        outputs["default"] = output_uris(context, name, {})["default"]
+        # Keys Azure answers whether or not they were sent (sweep_job_create.json, pipeline_job_create.json). A
+        # sweep has the artifact store's default output; a pipeline has only the outputs it declares (the SDK
+        # would list a "default" as one of the user's outputs), as recorded.
+        if properties["jobType"] == "Sweep":
+            outputs["default"] = output_uris(context, name, {})["default"]
+            specific.setdefault("earlyTermination", None)
+            specific.setdefault("queueSettings", None)
+            specific.setdefault("resources", {"instanceCount": 1, "shmSize": "2g"})
+            specific.setdefault("componentConfiguration", None)
+        else:
+            specific.setdefault("sourceJobId", None)
         specific.update(inputs=properties.get("inputs") or {}, outputs=outputs)
     else:
         specific = {

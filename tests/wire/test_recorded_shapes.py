@@ -524,3 +524,69 @@ def test_job_cancel_and_its_polls_match_the_recording(
         status, _headers, answer = _raw(workspace_service, "GET", poll)
     assert (status, answer) == (over["StatusCode"], _recorded_bytes(over))
     assert _call(workspace_service, f"{job}?api-version=2023-04-01-preview")[1]["properties"]["status"] == "Canceled"
+
+
+# Azure ML's job statuses (the REST JobStatus enum): a status the service answers must be one of them.
+JOB_STATUSES = {
+    "NotStarted", "Starting", "Provisioning", "Preparing", "Queued", "Running", "Finalizing", "CancelRequested",
+    "Completed", "Failed", "Canceled", "NotResponding", "Paused", "Unknown", "Scheduled",
+}  # fmt: skip
+
+
+def _parent_shape_matches(body: dict[str, Any], recorded: dict[str, Any]) -> None:
+    """Top-level and `properties` keys as recorded (plus JOB_EXTRA_PROPERTIES), a status Azure ML has."""
+    assert body.keys() == recorded.keys()
+    recorded_properties = set(recorded["properties"])
+    assert recorded_properties - set(body["properties"]) == set()
+    assert set(body["properties"]) - recorded_properties <= JOB_EXTRA_PROPERTIES
+    assert body["properties"]["status"] in JOB_STATUSES and recorded["properties"]["status"] in JOB_STATUSES
+    assert body["properties"]["outputs"].keys() == recorded["properties"]["outputs"].keys()
+
+
+def _cancel_job(service: WorkspaceService, job: str) -> None:
+    """Cancel the replayed job (its trials or steps need not run on)."""
+    status, _headers, _answer = _raw(service, "POST", f"{job}/cancel?api-version=2023-04-01-preview")
+    assert status == 202
+
+
+def test_sweep_job_put_and_get_match_the_recording(workspace_service: WorkspaceService) -> None:
+    put, got = _recorded("sweep_job_create.json")
+    assert workspace_service.context is not None
+    job = f"{workspace_service.context.workspace_id}/jobs/shapes-sweep-{uuid.uuid4().hex[:8]}"
+    sent = json.loads(json.dumps(put["RequestBody"]))
+    # Recorded on a cluster named testCompute, which this workspace has not: serverless, as azure-ai-ml names it.
+    sent["properties"]["computeId"] = f"{workspace_service.context.workspace_id}/computes/serverless"
+    sent["properties"]["trial"]["codeId"] = None  # the recorded code version is not in this workspace
+
+    status, body = _call_put(workspace_service, f"{job}?api-version=2024-01-01-preview", sent)
+    assert status == put["StatusCode"], body
+    _parent_shape_matches(body, put["ResponseBody"])
+    recorded_default = put["ResponseBody"]["properties"]["outputs"]["default"]
+    assert body["properties"]["outputs"]["default"]["uri"].endswith("/ExperimentRun/dcid." + job.rsplit("/", 1)[1])
+    assert recorded_default["uri"].startswith("azureml://datastores/workspaceartifactstore/ExperimentRun/dcid.")
+
+    status, body = _call(workspace_service, f"{job}?api-version=2024-01-01-preview")
+    assert status == got["StatusCode"]
+    _parent_shape_matches(body, got["ResponseBody"])
+    _cancel_job(workspace_service, job)
+
+
+def test_pipeline_job_put_matches_the_recording(workspace_service: WorkspaceService) -> None:
+    component, put = _recorded("pipeline_job_create.json")
+    assert workspace_service.context is not None
+    workspace = workspace_service.context.workspace_id
+    version = f"{workspace}/components/azureml_anonymous/versions/{uuid.uuid4()}"
+    assert _call_put(workspace_service, f"{version}?api-version=2022-10-01", component["RequestBody"])[0] == 201
+    sent = json.loads(json.dumps(put["RequestBody"]))
+    for step in sent["properties"]["jobs"].values():
+        step["componentId"] = version
+    # As recorded: the default compute is .../computes/serverless, no compute of the workspace.
+    sent["properties"]["settings"]["default_compute"] = f"{workspace}/computes/serverless"
+    job = f"{workspace}/jobs/shapes-pipeline-{uuid.uuid4().hex[:8]}"
+
+    status, body = _call_put(workspace_service, f"{job}?api-version=2023-08-01-preview", sent)
+    assert status == put["StatusCode"], body
+    _parent_shape_matches(body, put["ResponseBody"])
+    assert body["properties"]["jobs"].keys() == put["ResponseBody"]["properties"]["jobs"].keys()
+    assert body["properties"]["settings"] == sent["properties"]["settings"]
+    _cancel_job(workspace_service, job)
