@@ -153,6 +153,13 @@ def _run_details(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Run history's User, as recorded: only the name is known here.
+_LOCAL_USER = {
+    "userObjectId": None, "userPuId": None, "userIdp": None, "userAltSecId": None, "userIss": None,
+    "userTenantId": None, "userName": "azure-dl", "upn": None, "clientApplicationId": None, "applicationACR": None,
+}  # fmt: skip
+
+
 def _child_run(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any]:
     """A child job as run history's Run (what `jobs.list(parent_job_name=...)` reads)."""
     properties = record["properties"]
@@ -169,6 +176,13 @@ def _child_run(context: ServiceContext, record: dict[str, Any]) -> dict[str, Any
         "properties": properties.get("properties") or {},
         "compute": {"target": compute} if compute else None,
         "target": compute,
+        # Run fields azure-ai-ml reads into the child job (its creation context and services), as recorded
+        # (tests/fixtures/recordings/run_children.json).
+        "services": {},
+        "createdBy": _LOCAL_USER,
+        "createdFrom": None,
+        "lastModifiedBy": _LOCAL_USER,
+        "lastModifiedUtc": record.get("endTime") or record.get("startTime") or record["createdAt"],
     }
 
 

@@ -590,3 +590,44 @@ def test_pipeline_job_put_matches_the_recording(workspace_service: WorkspaceServ
     assert body["properties"]["jobs"].keys() == put["ResponseBody"]["properties"]["jobs"].keys()
     assert body["properties"]["settings"] == sent["properties"]["settings"]
     _cancel_job(workspace_service, job)
+
+
+# The Run fields azure-ai-ml reads when it lists child jobs (entities/_job/base_job.py, _BaseJob._load_from_rest).
+SDK_RUN_FIELDS = {
+    "runId", "displayName", "description", "tags", "properties", "experimentId", "services", "status",
+    "createdBy", "createdFrom", "createdUtc", "lastModifiedBy", "lastModifiedUtc", "compute",
+}  # fmt: skip
+
+
+def test_run_history_children_match_the_recording(workspace_service: WorkspaceService) -> None:
+    (listed,) = _recorded("run_children.json")
+    component, put = _recorded("pipeline_job_create.json")
+    assert workspace_service.context is not None
+    workspace = workspace_service.context.workspace_id
+    version = f"{workspace}/components/azureml_anonymous/versions/{uuid.uuid4()}"
+    assert _call_put(workspace_service, f"{version}?api-version=2022-10-01", component["RequestBody"])[0] == 201
+    sent = json.loads(json.dumps(put["RequestBody"]))
+    for step in sent["properties"]["jobs"].values():
+        step["componentId"] = version
+    sent["properties"]["settings"]["default_compute"] = f"{workspace}/computes/serverless"
+    name = f"shapes-children-{uuid.uuid4().hex[:8]}"
+    assert _call_put(workspace_service, f"{workspace}/jobs/{name}?api-version=2023-08-01-preview", sent)[0] == 201
+
+    children = f"/history/v1.0{workspace}/runs/{name}/children?api-version=v1.0"
+    deadline = time.monotonic() + 10
+    status, body = _call(workspace_service, children)
+    while not body["value"] and time.monotonic() < deadline:  # the steps start once the pipeline runs
+        time.sleep(0.1)
+        status, body = _call(workspace_service, children)
+    recorded = listed["ResponseBody"]
+    assert status == listed["StatusCode"]
+    # Kept beyond the recording: the paged list's other fields, null (one page).
+    assert body.keys() - recorded.keys() == {"nextLink", "continuationToken"} and body["nextLink"] is None
+    recorded_run = recorded["value"][0]
+    assert recorded_run.keys() >= SDK_RUN_FIELDS
+    run = body["value"][0]
+    assert run.keys() >= SDK_RUN_FIELDS
+    assert run["createdBy"].keys() == recorded_run["createdBy"].keys()
+    assert (run["parentRunId"], run["rootRunId"]) == (name, name)
+    assert run["status"] in JOB_STATUSES
+    _cancel_job(workspace_service, f"{workspace}/jobs/{name}")
