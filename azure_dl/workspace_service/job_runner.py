@@ -76,6 +76,8 @@ class JobRunner:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._canceled: set[str] = set()
+        self._submitted: set[str] = set()
+        self._claimed: set[str] = set()  # taken by a worker, or ended by a cancel while still queued
         self._not_before: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stopping = False
@@ -109,8 +111,9 @@ class JobRunner:
     # -- public ------------------------------------------------------------------------------------------------
     def submit(self, name: str, *, min_queued_s: float = 0.0) -> None:
         """Queue job `name`; it starts no sooner than `min_queued_s` from now (see MIN_QUEUED_S)."""
-        if min_queued_s > 0:
-            with self._lock:
+        with self._lock:
+            self._submitted.add(name)
+            if min_queued_s > 0:
                 self._not_before[name] = time.monotonic() + min_queued_s
         self._queue.put(name)
 
@@ -118,6 +121,13 @@ class JobRunner:
         with self._lock:
             self._canceled.add(name)
             process = self._processes.get(name)
+            # Still in the queue: it ends now, not when a worker is free (which may be after another job's end).
+            in_queue = name in self._submitted and name not in self._claimed
+            if in_queue:
+                self._claimed.add(name)
+        if in_queue:
+            self._finish(name, "Canceled", None)
+            return
         if process is not None:
             _signal_group(process, signal.SIGTERM)
             timer = threading.Timer(CANCEL_GRACE_S, _signal_group, (process, signal.SIGKILL))
@@ -168,7 +178,12 @@ class JobRunner:
             not_before = self._not_before.pop(name, 0.0)
         if (wait := not_before - time.monotonic()) > 0:
             time.sleep(wait)
-        if name in self._canceled:
+        with self._lock:  # claimed here or by cancel(), never both: a canceled job cannot come back to Preparing
+            if name in self._claimed:
+                return
+            self._claimed.add(name)
+            canceled = name in self._canceled
+        if canceled:
             self._finish(name, "Canceled", None)
             return
         record = self.update(name, status="Preparing")

@@ -94,16 +94,29 @@ def test_cancel_stops_the_process_group_and_ends_canceled(
     script = (
         "import os, time\nopen('pid', 'w').write(str(os.getpid()))\nprint('sleeping', flush=True)\ntime.sleep(60)\n"
     )
-    created = ml_client.jobs.create_or_update(_command(code=str(_code(tmp_path, script)), command="python main.py"))
-    pid_file = workspace_service.data_dir / "jobs" / created.name / "wd" / "pid"
+    code = str(_code(tmp_path, script))
+    # Two sleeping jobs take both of the runner's workers; a third waits in the queue behind them.
+    running = [ml_client.jobs.create_or_update(_command(code=code, command="python main.py")) for _ in range(2)]
+    pid_files = [workspace_service.data_dir / "jobs" / job.name / "wd" / "pid" for job in running]
     deadline = time.monotonic() + 15
-    while not pid_file.is_file() and time.monotonic() < deadline:
+    while not all(path.is_file() for path in pid_files) and time.monotonic() < deadline:
         time.sleep(0.1)
-    pid = int(pid_file.read_text())
-    ml_client.jobs.begin_cancel(created.name).result()
-    assert ml_client.jobs.get(created.name).status == "Canceled"
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    pids = [int(path.read_text()) for path in pid_files]
+    queued = ml_client.jobs.create_or_update(_command(code=code, command="python main.py"))
+
+    # Canceled in the queue, it ends at once (not when a worker is free), and never runs.
+    started = time.monotonic()
+    ml_client.jobs.begin_cancel(queued.name).result()
+    assert ml_client.jobs.get(queued.name).status == "Canceled"
+    assert time.monotonic() - started < 10
+    assert not (workspace_service.data_dir / "jobs" / queued.name).exists()
+
+    for job in running:
+        ml_client.jobs.begin_cancel(job.name).result()
+        assert ml_client.jobs.get(job.name).status == "Canceled"
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_list_and_a_second_put_of_the_same_name_start_nothing(
